@@ -1,0 +1,45 @@
+"""lightning-rectifier: hybrid DNN-HMM acoustic models on Kaldi data, as a PyTorch Lightning plugin.
+
+The package turns Maas, Hannun & Ng (2013), "Rectifier Nonlinearities Improve Neural Network Acoustic Models", into
+reusable parts: a Kaldi data layer (:mod:`lightning_rectifier.data`), a plain-torch DNN (:mod:`lightning_rectifier.nn`),
+a senone-classifier ``LightningModule``, torchmetrics sparsity/dispersion metrics and Lightning callbacks.
+
+Public names are imported lazily so that ``import lightning_rectifier`` (and the command line's ``--help``) stays
+fast; ``from lightning_rectifier import SenoneClassifier`` works as usual.
+"""
+
+from __future__ import annotations
+
+import importlib
+from importlib.metadata import PackageNotFoundError, version
+from typing import TYPE_CHECKING, Any
+
+try:
+    __version__ = version("lightning-rectifier")
+except PackageNotFoundError:  # running from a source tree that was never installed
+    __version__ = "0.0.0+unknown"
+
+# public name -> module that defines it
+_LAZY = {
+    "AlignedFramesDataModule": "lightning_rectifier.data.datamodule",
+    "TransitionModel": "lightning_rectifier.data.transition_model",
+    "read_features": "lightning_rectifier.data.kaldi_io",
+    "read_alignments": "lightning_rectifier.data.kaldi_io",
+}
+
+if TYPE_CHECKING:
+    from lightning_rectifier.data.datamodule import AlignedFramesDataModule
+    from lightning_rectifier.data.kaldi_io import read_alignments, read_features
+    from lightning_rectifier.data.transition_model import TransitionModel
+
+__all__ = ["AlignedFramesDataModule", "TransitionModel", "__version__", "read_alignments", "read_features"]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'lightning_rectifier' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

@@ -1,0 +1,69 @@
+"""The data layer: Kaldi archives and data directories in, shuffled spliced frame batches out.
+
+Layers below the model: nothing here imports :mod:`lightning_rectifier.nn`, the module, metrics or the CLI.
+Names are imported lazily so that reading an archive does not pay for importing Lightning.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+_LAZY = {
+    "KaldiDataError": "lightning_rectifier.data.errors",
+    "KaldiFormatError": "lightning_rectifier.data.errors",
+    "TransitionModel": "lightning_rectifier.data.transition_model",
+    "read_features": "lightning_rectifier.data.kaldi_io",
+    "read_alignments": "lightning_rectifier.data.kaldi_io",
+    "read_matrix": "lightning_rectifier.data.kaldi_io",
+    "write_features": "lightning_rectifier.data.kaldi_io",
+    "write_alignments": "lightning_rectifier.data.kaldi_io",
+    "KaldiDataDir": "lightning_rectifier.data.datadir",
+    "apply_cmvn": "lightning_rectifier.data.transforms",
+    "add_deltas": "lightning_rectifier.data.transforms",
+    "splice": "lightning_rectifier.data.transforms",
+    "FrameStore": "lightning_rectifier.data.frame_store",
+    "AlignedFramesDataModule": "lightning_rectifier.data.datamodule",
+}
+
+if TYPE_CHECKING:
+    from lightning_rectifier.data.datadir import KaldiDataDir
+    from lightning_rectifier.data.datamodule import AlignedFramesDataModule
+    from lightning_rectifier.data.errors import KaldiDataError, KaldiFormatError
+    from lightning_rectifier.data.frame_store import FrameStore
+    from lightning_rectifier.data.kaldi_io import (
+        read_alignments,
+        read_features,
+        read_matrix,
+        write_alignments,
+        write_features,
+    )
+    from lightning_rectifier.data.transforms import add_deltas, apply_cmvn, splice
+    from lightning_rectifier.data.transition_model import TransitionModel
+
+__all__ = [
+    "AlignedFramesDataModule",
+    "FrameStore",
+    "KaldiDataDir",
+    "KaldiDataError",
+    "KaldiFormatError",
+    "TransitionModel",
+    "add_deltas",
+    "apply_cmvn",
+    "read_alignments",
+    "read_features",
+    "read_matrix",
+    "splice",
+    "write_alignments",
+    "write_features",
+]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'lightning_rectifier.data' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return __all__

@@ -1,0 +1,304 @@
+"""From a Kaldi data directory and its alignments to a validated :class:`FrameStore`.
+
+Loading runs in two passes so that memory stays near the size of the final arrays: the first reads only headers
+and alignments (shapes, label checks, which utterances to keep), the second reads each utterance once, normalises
+it and writes it into its slot of one preallocated array. Bad input raises an error naming the file and the
+utterance, or, where Kaldi would skip (no alignment, empty utterance, or anything when ``skip_invalid`` is set), is
+counted and reported in one summary line such as ``done 2991, no alignment 9``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Literal
+
+import numpy as np
+import torch
+
+from lightning_rectifier.data.archive import MatrixEntry
+from lightning_rectifier.data.datadir import KaldiDataDir
+from lightning_rectifier.data.errors import KaldiDataError, where
+from lightning_rectifier.data.frame_store import FrameStore
+from lightning_rectifier.data.kaldi_io import read_matrix
+from lightning_rectifier.data.transforms import add_deltas, cmvn_transform, compute_cmvn_stats
+
+log = logging.getLogger(__name__)
+
+CmvnMode = Literal["auto", "none", "scp", "speaker", "utterance", "global"]
+StoreDtype = Literal["float32", "float16", "bfloat16"]
+_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+
+
+@dataclass
+class LoadReport:
+    """What loading did with each utterance: kept, trimmed, or skipped and why."""
+
+    source: str
+    done: int = 0
+    frames: int = 0
+    trimmed: int = 0
+    skipped: dict[str, list[str]] = field(default_factory=lambda: defaultdict(list))
+    unused_alignments: int = 0
+
+    def skip(self, reason: str, utterance: str, message: str) -> None:
+        """Counts a skipped utterance and logs why (the first few of each reason as warnings)."""
+        self.skipped[reason].append(utterance)
+        level = logging.WARNING if len(self.skipped[reason]) <= 5 else logging.DEBUG
+        log.log(level, "skipping %s", message)
+
+    @property
+    def num_skipped(self) -> int:
+        """Utterances skipped, all reasons together."""
+        return sum(len(v) for v in self.skipped.values())
+
+    def summary(self) -> str:
+        """One line in the manner of Kaldi's tools: ``data/train: done 2991 (301234 frames), no alignment 9``."""
+        parts = [f"{self.source}: done {self.done} ({self.frames} frames)"]
+        parts += [f"{reason} {len(utterances)}" for reason, utterances in sorted(self.skipped.items())]
+        if self.trimmed:
+            parts.append(f"length mismatch within tolerance (trimmed) {self.trimmed}")
+        if self.unused_alignments:
+            parts.append(f"alignments without features {self.unused_alignments}")
+        return ", ".join(parts)
+
+
+@dataclass(frozen=True)
+class FeaturePipeline:
+    """How raw features become network input: CMVN, deltas and context, as in Kaldi's nnet1 feature pipeline.
+
+    Attributes:
+        cmvn: ``"auto"`` (``cmvn.scp`` when the directory has one, else none), ``"none"``, ``"scp"`` (require
+            ``cmvn.scp``; per speaker or per utterance, whichever its keys are), ``"speaker"`` / ``"utterance"``
+            (statistics computed from the features themselves), ``"global"`` (one set of statistics from the
+            training features, applied to every set), or the path of a Kaldi statistics matrix (global CMVN).
+        norm_vars: Normalise variances too (Kaldi's ``--norm-vars``).
+        delta_order: Delta order appended by ``add-deltas`` (0: none; Kaldi's default is 2).
+        delta_window: Delta window half-width.
+        left_context: Frames of left context spliced onto each frame.
+        right_context: Frames of right context.
+    """
+
+    cmvn: str = "auto"
+    norm_vars: bool = False
+    delta_order: int = 0
+    delta_window: int = 2
+    left_context: int = 5
+    right_context: int = 5
+
+    def __post_init__(self) -> None:
+        if self.delta_order < 0 or self.delta_window < 1:
+            raise ValueError(
+                f"expected delta_order >= 0 and delta_window >= 1, got {self.delta_order}, {self.delta_window}"
+            )
+        if self.left_context < 0 or self.right_context < 0:
+            raise ValueError(f"expected context >= 0, got left {self.left_context}, right {self.right_context}")
+
+    def output_dim(self, raw_dim: int) -> int:
+        """Network input dimension for features of ``raw_dim``: deltas, then splicing."""
+        return raw_dim * (self.delta_order + 1) * (self.left_context + 1 + self.right_context)
+
+    def stored_dim(self, raw_dim: int) -> int:
+        """Dimension kept per frame in the store (after deltas, before splicing)."""
+        return raw_dim * (self.delta_order + 1)
+
+
+def _stats_per_key(
+    data: KaldiDataDir, pipeline: FeaturePipeline, entries: list[MatrixEntry], global_stats: np.ndarray | None
+) -> tuple[dict[str, np.ndarray] | None, str]:
+    """Returns the statistics by key and which key an utterance uses ("speaker", "utterance" or "global")."""
+    mode = pipeline.cmvn
+    if mode == "auto":
+        mode = "scp" if data.cmvn is not None else "none"
+        if mode == "none":
+            log.info("%s: no cmvn.scp, features are used without CMVN (set cmvn to change this)", data.path)
+    if mode == "none":
+        return None, "none"
+    if mode == "scp":
+        stats = dict(data.cmvn_stats())
+        speakers = {data.utt2spk[e.key] for e in entries}
+        if speakers <= stats.keys():
+            return stats, "speaker"
+        if {e.key for e in entries} <= stats.keys():
+            return stats, "utterance"
+        missing = sorted(speakers - stats.keys())
+        raise KaldiDataError(
+            f"{data.path / 'cmvn.scp'}: no statistics for {len(missing)} speakers of {data.path / 'utt2spk'}"
+            f" (first: {missing[0]!r}), and the keys are not the utterances either; recompute CMVN statistics"
+        )
+    if mode == "global" and global_stats is not None:
+        return {"": global_stats}, "global"
+    if mode in ("speaker", "utterance", "global"):
+        accumulated: dict[str, np.ndarray] = {}
+        for entry in entries:
+            key = {"speaker": data.utt2spk[entry.key], "utterance": entry.key, "global": ""}[mode]
+            accumulated[key] = compute_cmvn_stats(read_matrix(entry), accumulated.get(key))
+        return accumulated, mode
+    return {"": read_matrix(mode, dtype=np.float64)}, "global"  # a statistics file
+
+
+def load_frame_store(
+    data: KaldiDataDir,
+    alignments: dict[str, np.ndarray] | None,
+    *,
+    pipeline: FeaturePipeline,
+    utterances: list[str] | None = None,
+    num_senones: int | None = None,
+    length_tolerance: int = 0,
+    skip_invalid: bool = False,
+    dtype: StoreDtype = "float32",
+    global_stats: np.ndarray | None = None,
+    alignment_source: str = "alignments",
+) -> tuple[FrameStore, LoadReport]:
+    """Reads the utterances of a data directory into a :class:`FrameStore`.
+
+    Args:
+        data: The data directory.
+        alignments: Utterance -> per-frame senone labels, or None for unlabelled data (prediction).
+        pipeline: CMVN, deltas and context.
+        utterances: The subset to load (default: all, in ``feats.scp`` order).
+        num_senones: Labels must be below this (checked when given).
+        length_tolerance: Largest frame-count difference between features and alignment that is trimmed away
+            (Kaldi's ``--length-tolerance``); larger differences are errors (or skips with ``skip_invalid``).
+        skip_invalid: Skip and count bad utterances (NaN/Inf, length or dimension mismatch) instead of raising.
+        dtype: Storage type of the features.
+        global_stats: Statistics for ``cmvn="global"`` computed elsewhere (on the training set).
+        alignment_source: Name of the alignments for messages.
+
+    Returns:
+        The store and a :class:`LoadReport` (its ``summary()`` is also logged).
+
+    Raises:
+        KaldiDataError: Bad input, naming the file and the utterance.
+    """
+    if dtype not in _DTYPES:
+        raise ValueError(f"dtype must be one of {sorted(_DTYPES)}, got {dtype!r}")
+    report = LoadReport(str(data.path))
+    wanted = set(utterances) if utterances is not None else None
+    entries = [e for e in data.features if wanted is None or e.key in wanted]
+    if alignments is not None:
+        report.unused_alignments = len(alignments.keys() - {e.key for e in data.features})
+
+    # pass 1: headers and alignments only
+    kept: list[tuple[MatrixEntry, int]] = []
+    raw_dim = None
+    first_key = ""
+    for entry in entries:
+        source = where(entry.source, entry.key)
+        if entry.num_rows == 0 or entry.num_cols == 0:
+            report.skip("empty", entry.key, f"{source}: empty feature matrix ({entry.num_rows} x {entry.num_cols})")
+            continue
+        if raw_dim is None:
+            raw_dim, first_key = entry.num_cols, entry.key
+        elif entry.num_cols != raw_dim:
+            message = f"{source}: features have dimension {entry.num_cols}, expected {raw_dim} (as {first_key!r})"
+            if not skip_invalid:
+                raise KaldiDataError(message)
+            report.skip("dimension mismatch", entry.key, message)
+            continue
+        length = entry.num_rows
+        if alignments is not None:
+            labels = alignments.get(entry.key)
+            if labels is None:
+                report.skip("no alignment", entry.key, f"{source}: no alignment in {alignment_source}")
+                continue
+            difference = abs(labels.size - entry.num_rows)
+            if difference > length_tolerance:
+                message = (
+                    f"{source}: {entry.num_rows} feature frames but {labels.size} alignment frames in"
+                    f" {alignment_source} (length_tolerance={length_tolerance}; Kaldi tools often allow 5)"
+                )
+                if not skip_invalid:
+                    raise KaldiDataError(message)
+                report.skip("length mismatch", entry.key, message)
+                continue
+            report.trimmed += difference > 0
+            length = min(labels.size, entry.num_rows)
+            _check_labels(labels[:length], num_senones, entry.key, alignment_source)
+        kept.append((entry, length))
+    if not kept:
+        raise KaldiDataError(f"{data.path}: no usable utterances ({report.summary()})")
+    assert raw_dim is not None  # set by the first kept entry
+
+    stats, stats_key = _stats_per_key(data, pipeline, [e for e, _ in kept], global_stats)
+    transforms: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+
+    # pass 2: read, check, normalise, write into place
+    total = sum(length for _, length in kept)
+    stored_dim = pipeline.stored_dim(raw_dim)
+    features = torch.empty((total, stored_dim), dtype=_DTYPES[dtype])
+    labels_out = torch.empty(total, dtype=torch.int32) if alignments is not None else None
+    keys: list[str] = []
+    offsets = [0]
+    position = 0
+    for entry, length in kept:
+        source = where(entry.source, entry.key)
+        matrix = read_matrix(entry)[:length]
+        if not np.isfinite(matrix).all():
+            frame, dim = np.argwhere(~np.isfinite(matrix))[0]
+            message = f"{source}: features contain NaN or Inf (first at frame {frame}, dimension {dim})"
+            if not skip_invalid:
+                raise KaldiDataError(message)
+            report.skip("NaN/Inf", entry.key, message)
+            continue
+        if stats is not None:
+            key = {"speaker": data.utt2spk[entry.key], "utterance": entry.key, "global": ""}[stats_key]
+            if key not in stats:
+                raise KaldiDataError(f"{data.path / 'cmvn.scp'}: no CMVN statistics for {stats_key} {key!r} ({source})")
+            if key not in transforms:
+                if stats[key].shape[-1] != raw_dim + 1:
+                    raise KaldiDataError(
+                        f"{data.path}: CMVN statistics for {key!r} have dimension {stats[key].shape[-1] - 1},"
+                        f" the features {raw_dim}"
+                    )
+                transforms[key] = cmvn_transform(stats[key], norm_vars=pipeline.norm_vars)
+            scale, offset = transforms[key]
+            matrix = (matrix * scale + offset).astype(np.float32)
+        if pipeline.delta_order:
+            matrix = add_deltas(matrix, pipeline.delta_order, pipeline.delta_window)
+        features[position : position + length] = torch.from_numpy(matrix)
+        if labels_out is not None and alignments is not None:
+            labels_out[position : position + length] = torch.from_numpy(alignments[entry.key][:length])
+        position += length
+        keys.append(entry.key)
+        offsets.append(position)
+    if position < total:  # utterances skipped in pass 2: their slots stay unused at the end
+        features = features[:position].clone()
+        labels_out = None if labels_out is None else labels_out[:position].clone()
+    report.done, report.frames = len(keys), position
+    log.debug(report.summary())
+    store = FrameStore(
+        features,
+        labels_out,
+        torch.tensor(offsets, dtype=torch.int64),
+        keys,
+        pipeline.left_context,
+        pipeline.right_context,
+    )
+    return store, report
+
+
+def _check_labels(labels: np.ndarray, num_senones: int | None, utterance: str, source: str) -> None:
+    if labels.size == 0:
+        return
+    low, high = int(labels.min()), int(labels.max())
+    if low < 0 or (num_senones is not None and high >= num_senones):
+        bad = labels < 0 if low < 0 else labels >= (num_senones or 0)
+        frame = int(np.argmax(bad))
+        expected = f"0..{num_senones - 1}" if num_senones is not None else ">= 0"
+        raise KaldiDataError(
+            f"{where(source, utterance)}: label {int(labels[frame])} at frame {frame} is outside the senone range"
+            f" {expected} (are these transition-ids? pass transition_model= to map them to pdf-ids)"
+        )
+
+
+def senone_priors(labels: torch.Tensor, num_senones: int, floor: float = 1e-10) -> torch.Tensor:
+    """Senone priors from training labels: relative frequencies, floored (Kaldi nnet1's ``--prior-floor``).
+
+    Example:
+        >>> senone_priors(torch.tensor([0, 0, 1, 1]), 3)
+        tensor([5.0000e-01, 5.0000e-01, 1.0000e-10], dtype=torch.float64)
+    """
+    counts = torch.bincount(labels.long().cpu(), minlength=num_senones).double()
+    return (counts / counts.sum().clamp(min=1)).clamp(min=floor)

@@ -1,0 +1,220 @@
+"""A Kaldi data directory (``feats.scp``, ``utt2spk``, ``spk2utt``, ``cmvn.scp``, ``text``, ``segments``) as one object.
+
+One entry point per directory and one small reader per file type, as in lhotse's Kaldi importer: a missing required
+file raises, a missing optional file is noted in the log, and files that disagree raise naming both.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from lightning_rectifier.data.archive import MatrixEntry, resolve_path
+from lightning_rectifier.data.errors import KaldiDataError, refuse_pipe, where
+from lightning_rectifier.data.kaldi_io import index_features, read_matrix
+
+log = logging.getLogger(__name__)
+
+
+def read_kaldi_map(path: str | os.PathLike[str], *, multi: bool = False) -> dict[str, str]:
+    """Reads a two-column Kaldi file (``key value...``) into a dict, refusing duplicate keys.
+
+    Args:
+        path: The file (``utt2spk``, ``text``, ``spk2utt``, ...).
+        multi: Allow values with spaces (``text``, ``spk2utt``); otherwise a value must be one token.
+
+    Raises:
+        KaldiDataError: A missing file, a line without value, an unexpected extra column, or a duplicate key; the
+            message names the file, the line and the key.
+
+    Example:
+        >>> read_kaldi_map("tests/fixtures/mini_librispeech/utt2spk")["lbi-6241-61943-0000"]
+        'lbi-6241-61943'
+    """
+    path = Path(path)
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except FileNotFoundError:
+        raise KaldiDataError(f"{path}: file does not exist") from None
+    out: dict[str, str] = {}
+    first_line: dict[str, int] = {}
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        key, _, value = line.strip().partition(" ")
+        value = value.strip()
+        if not value and not multi:
+            raise KaldiDataError(f"{where(path, key, number)}: expected 'key value', got {line!r}")
+        if not multi and len(value.split()) != 1:
+            raise KaldiDataError(f"{where(path, key, number)}: expected one value after the key, got {value!r}")
+        if key in out:
+            raise KaldiDataError(f"{where(path, key, number)}: key listed twice (first on line {first_line[key]})")
+        out[key], first_line[key] = value, number
+    return out
+
+
+@dataclass(frozen=True)
+class Segment:
+    """A line of ``segments``: the utterance is ``recording`` from ``start`` to ``end`` seconds."""
+
+    recording: str
+    start: float
+    end: float
+
+
+def read_segments(path: str | os.PathLike[str]) -> dict[str, Segment]:
+    """Reads a Kaldi ``segments`` file (``utt recording start end``).
+
+    Raises:
+        KaldiDataError: Malformed lines or ``end <= start`` (``end`` of -1 means "to the end", as in Kaldi).
+
+    Example:
+        >>> read_segments("tests/fixtures/mini_librispeech/segments")["lbi-3536-23268-0000"]
+        Segment(recording='lbi-3536-23268-0000', start=1.0, end=20.89)
+    """
+    out: dict[str, Segment] = {}
+    for key, value in read_kaldi_map(path, multi=True).items():
+        parts = value.split()
+        try:
+            recording, start, end = parts[0], float(parts[1]), float(parts[2])
+        except (IndexError, ValueError):
+            raise KaldiDataError(f"{where(path, key)}: expected 'utt recording start end', got {value!r}") from None
+        if end != -1 and end <= start:
+            raise KaldiDataError(f"{where(path, key)}: segment ends ({end}) before it starts ({start})")
+        out[key] = Segment(recording, start, end)
+    return out
+
+
+@dataclass
+class KaldiDataDir:
+    """The files of a Kaldi data directory, read and cross-checked.
+
+    Attributes:
+        path: The directory.
+        features: ``feats.scp`` entries with their shapes (headers only; no data read yet).
+        utt2spk: Utterance -> speaker. Without ``utt2spk`` each utterance is its own speaker (Kaldi's convention
+            for per-utterance CMVN), which is logged.
+        text: Utterance -> transcript, if ``text`` exists.
+        segments: Utterance -> :class:`Segment`, if ``segments`` exists.
+        cmvn: Speaker or utterance -> rxfilename of its CMVN statistics, if ``cmvn.scp`` exists.
+        notes: What was missing or inferred, for the summary.
+    """
+
+    path: Path
+    features: list[MatrixEntry]
+    utt2spk: dict[str, str]
+    text: dict[str, str] | None = None
+    segments: dict[str, Segment] | None = None
+    cmvn: dict[str, str] | None = None
+    notes: list[str] = field(default_factory=list)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str], *, allow_pipes: bool = False) -> KaldiDataDir:
+        """Reads a data directory; ``feats.scp`` is required, the other files optional.
+
+        Raises:
+            KaldiDataError: A missing directory or ``feats.scp``, duplicate utterances, or files that disagree
+                (``spk2utt`` vs ``utt2spk``, ``utt2spk`` lacking an utterance that has features).
+
+        Example:
+            >>> d = KaldiDataDir.load("tests/fixtures/mini_librispeech")
+            >>> len(d.features), d.num_frames, sorted(d.speakers)[0]
+            (3, 3649, 'lbi-3536-23268')
+        """
+        path = Path(path)
+        if not path.is_dir():
+            raise KaldiDataError(f"{path}: not a directory (expected a Kaldi data directory with feats.scp)")
+        if not (path / "feats.scp").exists():
+            raise KaldiDataError(f"{path}: no feats.scp (a Kaldi data directory needs features: run make_mfcc.sh)")
+        features = index_features(path / "feats.scp", allow_pipes=allow_pipes)
+        seen: dict[str, str] = {}
+        for entry in features:
+            if entry.key in seen:
+                raise KaldiDataError(f"{entry.source}: utterance {entry.key!r} listed twice (also {seen[entry.key]})")
+            seen[entry.key] = entry.source
+        notes: list[str] = []
+        if (path / "utt2spk").exists():
+            utt2spk = read_kaldi_map(path / "utt2spk")
+            missing = [e.key for e in features if e.key not in utt2spk]
+            if missing:
+                raise KaldiDataError(
+                    f"{path / 'utt2spk'}: {len(missing)} utterances of {path / 'feats.scp'} have no speaker"
+                    f" (first: {missing[0]!r}); run utils/fix_data_dir.sh or add them"
+                )
+        else:
+            utt2spk = {e.key: e.key for e in features}
+            notes.append("no utt2spk: each utterance is its own speaker")
+        if (path / "spk2utt").exists():
+            _check_spk2utt(path, utt2spk)
+        optional = {}
+        for name in ("text", "segments", "cmvn.scp"):
+            if (path / name).exists():
+                optional[name] = path / name
+            else:
+                notes.append(f"no {name}")
+        cmvn = None
+        if "cmvn.scp" in optional:
+            cmvn = read_kaldi_map(optional["cmvn.scp"])
+            for key, value in cmvn.items():
+                refuse_pipe(value, allow_pipes=allow_pipes, source=where(optional["cmvn.scp"], key))
+        for note in notes:
+            log.debug("%s: %s", path, note)
+        return cls(
+            path=path,
+            features=features,
+            utt2spk=utt2spk,
+            text=read_kaldi_map(optional["text"], multi=True) if "text" in optional else None,
+            segments=read_segments(optional["segments"]) if "segments" in optional else None,
+            cmvn=cmvn,
+            notes=notes,
+        )
+
+    @property
+    def utterances(self) -> list[str]:
+        """Utterance ids in ``feats.scp`` order."""
+        return [entry.key for entry in self.features]
+
+    @property
+    def speakers(self) -> set[str]:
+        """The speakers of the utterances that have features."""
+        return {self.utt2spk[entry.key] for entry in self.features}
+
+    @property
+    def num_frames(self) -> int:
+        """Total frames over all utterances (from the headers)."""
+        return sum(entry.num_rows for entry in self.features)
+
+    @property
+    def feat_dim(self) -> int:
+        """The feature dimension of the first utterance (0 for an empty directory)."""
+        return self.features[0].num_cols if self.features else 0
+
+    def cmvn_stats(self) -> Iterator[tuple[str, np.ndarray]]:
+        """Yields (speaker or utterance, 2 x (dim+1) float64 statistics) from ``cmvn.scp``.
+
+        Raises:
+            KaldiDataError: If there is no ``cmvn.scp``.
+        """
+        if self.cmvn is None:
+            raise KaldiDataError(f"{self.path}: no cmvn.scp (run steps/compute_cmvn_stats.sh, or choose another cmvn)")
+        scp = self.path / "cmvn.scp"
+        for key, value in self.cmvn.items():
+            file, colon, offset = value.rpartition(":")
+            rx = f"{resolve_path(file, scp)}:{offset}" if colon and offset.isdigit() else str(resolve_path(value, scp))
+            yield key, read_matrix(rx, dtype=np.float64)
+
+
+def _check_spk2utt(path: Path, utt2spk: dict[str, str]) -> None:
+    spk2utt = read_kaldi_map(path / "spk2utt", multi=True)
+    for speaker, utterances in spk2utt.items():
+        for utterance in utterances.split():
+            if utt2spk.get(utterance, speaker) != speaker:
+                raise KaldiDataError(
+                    f"{path / 'spk2utt'} and {path / 'utt2spk'} disagree: spk2utt puts {utterance!r} under"
+                    f" {speaker!r}, utt2spk under {utt2spk[utterance]!r} (run utils/fix_data_dir.sh)"
+                )

@@ -1,0 +1,368 @@
+"""``AlignedFramesDataModule``: Kaldi data directories and alignments in, shuffled spliced frame batches out.
+
+Training batches are drawn from a :class:`~lightning_rectifier.data.frame_store.FrameStore` by a fresh global frame
+permutation each epoch, split into equal disjoint shares across DDP processes. When the trainer runs on a GPU the
+store moves there and splicing happens on the GPU. The cheap properties ``feat_dim`` and ``num_senones`` read only
+headers (and alignments), so ``LightningCLI.link_arguments`` can size the model before ``setup()``.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+import lightning as L
+import numpy as np
+import torch
+from lightning.pytorch.utilities import rank_zero_info
+
+from lightning_rectifier.data.corpus import FeaturePipeline, LoadReport, StoreDtype, load_frame_store, senone_priors
+from lightning_rectifier.data.datadir import KaldiDataDir
+from lightning_rectifier.data.errors import KaldiDataError
+from lightning_rectifier.data.frame_store import FrameLoader, FrameStore, UtteranceLoader
+from lightning_rectifier.data.kaldi_io import read_alignments
+from lightning_rectifier.data.transforms import compute_cmvn_stats
+from lightning_rectifier.data.transition_model import TransitionModel
+
+_ALIGNMENT_NAMES = ("ali.scp", "ali.ark", "pdf.scp", "pdf.ark", "ali.*.gz")
+
+
+def find_alignments(data_dir: Path) -> str:
+    """Finds the alignment archive a data directory carries (``ali.scp``, ``ali.ark``, ``pdf.*``, ``ali.*.gz``).
+
+    Raises:
+        KaldiDataError: If there is none; the message lists the names tried.
+    """
+    for name in _ALIGNMENT_NAMES:
+        if any(data_dir.glob(name)):
+            return str(data_dir / name)
+    raise KaldiDataError(
+        f"{data_dir}: no alignments given and none found in the data directory (tried {', '.join(_ALIGNMENT_NAMES)});"
+        " pass alignments= (for example exp/tri4_ali/ali.*.gz with transition_model=exp/tri4_ali/final.mdl)"
+    )
+
+
+def split_held_out(
+    data: KaldiDataDir, fraction: float, by: Literal["speaker", "utterance"], seed: int
+) -> tuple[list[str], list[str]]:
+    """Splits a data directory's utterances into training and held-out lists (seeded, deterministic).
+
+    With ``by="speaker"`` whole speakers are held out (Kaldi nnet1's ``subset_data_dir_tr_cv.sh --cv-spk-percent``)
+    until at least ``fraction`` of the utterances are held out.
+
+    Returns:
+        (training utterances, held-out utterances), each in ``feats.scp`` order.
+    """
+    if not 0.0 <= fraction < 1.0:
+        raise ValueError(f"valid_fraction must be in [0, 1), got {fraction}")
+    utterances = data.utterances
+    rng = random.Random(seed)
+    target = round(fraction * len(utterances))
+    if by == "utterance":
+        held = set(rng.sample(utterances, target))
+    elif by == "speaker":
+        speakers = sorted(data.speakers)
+        rng.shuffle(speakers)
+        per_speaker: dict[str, int] = {}
+        for utt in utterances:
+            per_speaker[data.utt2spk[utt]] = per_speaker.get(data.utt2spk[utt], 0) + 1
+        chosen: set[str] = set()
+        count = 0
+        for speaker in speakers:
+            if count >= target:
+                break
+            chosen.add(speaker)
+            count += per_speaker[speaker]
+        if target and len(chosen) == len(speakers):
+            raise KaldiDataError(
+                f"{data.path}: holding out {fraction:.0%} by speaker would leave no training speaker"
+                f" ({len(speakers)} speakers); use valid_split='utterance' or a validation directory"
+            )
+        held = {utt for utt in utterances if data.utt2spk[utt] in chosen}
+    else:
+        raise ValueError(f"valid_split must be 'speaker' or 'utterance', got {by!r}")
+    return [u for u in utterances if u not in held], [u for u in utterances if u in held]
+
+
+class AlignedFramesDataModule(L.LightningDataModule):
+    """Frame-level senone classification data from Kaldi data directories and alignments.
+
+    Args:
+        train_dir: Kaldi data directory of the training set (``feats.scp``, ``utt2spk``, ``cmvn.scp``...).
+        alignments: Training alignments: a file, glob (``exp/tri4_ali/ali.*.gz``), rspecifier, or list of them.
+            Default: ``ali.scp``/``ali.ark``/``pdf.*``/``ali.*.gz`` inside ``train_dir``.
+        transition_model: ``final.mdl`` whose transition model maps transition-id alignments to pdf-ids. Leave
+            unset for pdf-id archives (``ali-to-pdf`` output).
+        valid_dir: Validation data directory. Without it, ``valid_fraction`` of the training set is held out.
+        valid_alignments: Validation alignments (default: ``alignments``, which often covers both sets).
+        valid_fraction: Fraction held out when there is no ``valid_dir`` (0 disables validation).
+        valid_split: Hold out whole speakers (Kaldi nnet1's choice) or random utterances.
+        test_dir: Test data directory (labelled: alignments from ``test_alignments`` or inside the directory).
+        test_alignments: Test alignments.
+        predict_dir: Data directory to compute posteriors for (unlabelled is fine); default ``test_dir``.
+        num_senones: Number of senones (network outputs). Default: the transition model's pdf count, else the
+            largest training label + 1.
+        cmvn: CMVN mode; see :class:`~lightning_rectifier.data.corpus.FeaturePipeline`. ``"auto"`` applies the data
+            directory's ``cmvn.scp`` when present.
+        norm_vars: Normalise variances as well as means.
+        delta_order: ``add-deltas`` order (0 = none, 2 = deltas and delta-deltas).
+        delta_window: ``add-deltas`` window.
+        left_context: Frames of left context (Kaldi nnet1 splices +-5).
+        right_context: Frames of right context.
+        batch_size: Training frames per batch and process (Kaldi nnet1: 256).
+        eval_batch_size: Frames per validation / test batch; frames per prediction batch (whole utterances).
+        length_tolerance: Frame-count difference between features and alignment trimmed away (0: mismatch is an
+            error; Kaldi tools often use 5).
+        skip_invalid: Skip (and count) bad utterances instead of raising.
+        store_dtype: Storage type of the features in memory (``float16`` halves memory).
+        store_device: ``"auto"``: keep the training data on the trainer's device (splicing on the GPU);
+            ``"cpu"``: keep it in host memory (for corpora larger than GPU memory).
+        seed: Seed of the per-epoch frame shuffling and of the held-out split.
+        prior_floor: Floor of the senone priors (Kaldi: 1e-10).
+        allow_pipes: Allow scp/rspecifier entries that are shell commands (refused by default).
+    """
+
+    def __init__(
+        self,
+        train_dir: str | None = None,
+        alignments: str | list[str] | None = None,
+        transition_model: str | None = None,
+        valid_dir: str | None = None,
+        valid_alignments: str | list[str] | None = None,
+        valid_fraction: float = 0.1,
+        valid_split: Literal["speaker", "utterance"] = "speaker",
+        test_dir: str | None = None,
+        test_alignments: str | list[str] | None = None,
+        predict_dir: str | None = None,
+        num_senones: int | None = None,
+        cmvn: str = "auto",
+        norm_vars: bool = False,
+        delta_order: int = 0,
+        delta_window: int = 2,
+        left_context: int = 5,
+        right_context: int = 5,
+        batch_size: int = 256,
+        eval_batch_size: int = 4096,
+        length_tolerance: int = 0,
+        skip_invalid: bool = False,
+        store_dtype: StoreDtype = "float32",
+        store_device: Literal["auto", "cpu"] = "auto",
+        seed: int = 0,
+        prior_floor: float = 1e-10,
+        allow_pipes: bool = False,
+    ) -> None:
+        super().__init__()
+        if train_dir is None:
+            raise ValueError("train_dir is required: the Kaldi data directory of the training set")
+        for name, value in (("batch_size", batch_size), ("eval_batch_size", eval_batch_size)):
+            if value < 1:
+                raise ValueError(f"{name} must be >= 1, got {value}")
+        if length_tolerance < 0:
+            raise ValueError(f"length_tolerance must be >= 0, got {length_tolerance}")
+        self.save_hyperparameters()
+        self.pipeline = FeaturePipeline(cmvn, norm_vars, delta_order, delta_window, left_context, right_context)
+        self._dirs: dict[str, KaldiDataDir] = {}
+        self._alignment_cache: dict[str, dict[str, np.ndarray]] = {}
+        self._transition_model: TransitionModel | None = None
+        self._num_senones: int | None = num_senones
+        self._global_cmvn: np.ndarray | None = None
+        self._priors: torch.Tensor | None = None
+        self.stores: dict[str, FrameStore] = {}
+        self.reports: dict[str, LoadReport] = {}
+
+    # ---------------------------------------------------------------- cheap properties (headers only)
+
+    def data_dir(self, path: str) -> KaldiDataDir:
+        """The (cached) :class:`KaldiDataDir` at ``path``."""
+        if path not in self._dirs:
+            self._dirs[path] = KaldiDataDir.load(path, allow_pipes=self.hparams.allow_pipes)
+        return self._dirs[path]
+
+    @property
+    def transition_model(self) -> TransitionModel | None:
+        """The parsed ``transition_model``, if one was given."""
+        if self._transition_model is None and self.hparams.transition_model is not None:
+            self._transition_model = TransitionModel.read(self.hparams.transition_model)
+        return self._transition_model
+
+    @property
+    def raw_feat_dim(self) -> int:
+        """Dimension of the features on disk."""
+        return self.data_dir(self.hparams.train_dir).feat_dim
+
+    @property
+    def feat_dim(self) -> int:
+        """Network input dimension: raw dimension x (delta order + 1) x (left + 1 + right)."""
+        return self.pipeline.output_dim(self.raw_feat_dim)
+
+    @property
+    def num_senones(self) -> int:
+        """Number of senones: given, or the transition model's pdf count, or the largest training label + 1."""
+        if self._num_senones is None:
+            if self.transition_model is not None:
+                self._num_senones = self.transition_model.num_pdfs
+            else:
+                labels = self._alignments("train")
+                self._num_senones = 1 + max((int(v.max()) for v in labels.values() if v.size), default=-1)
+                if self._num_senones == 0:
+                    raise KaldiDataError(f"{self._alignment_spec('train')}: no alignments to count senones from")
+        return self._num_senones
+
+    @property
+    def priors(self) -> torch.Tensor:
+        """Senone priors (float64, floored) from the training frames as loaded; runs ``setup("fit")`` if needed."""
+        if self._priors is None:
+            if "train" not in self.stores:
+                self.setup("fit")
+            labels = self.stores["train"].labels
+            assert labels is not None
+            self._priors = senone_priors(labels, self.num_senones, self.hparams.prior_floor)
+        return self._priors
+
+    # ---------------------------------------------------------------- loading
+
+    def _alignment_spec(self, split: str) -> str | list[str]:
+        h = self.hparams
+        spec = {"train": h.alignments, "valid": h.valid_alignments or h.alignments, "test": h.test_alignments}[split]
+        if spec is None:
+            directory = {"train": h.train_dir, "valid": h.valid_dir or h.train_dir, "test": h.test_dir}[split]
+            spec = find_alignments(Path(directory))
+        return spec
+
+    def _alignments(self, split: str) -> dict[str, np.ndarray]:
+        spec = self._alignment_spec(split)
+        key = repr(spec)
+        if key not in self._alignment_cache:
+            alignments: dict[str, np.ndarray] = {}
+            for utterance, labels in read_alignments(
+                spec, transition_model=self.transition_model, allow_pipes=self.hparams.allow_pipes
+            ):
+                if utterance in alignments:
+                    raise KaldiDataError(f"{spec}: utterance {utterance!r} has two alignments")
+                alignments[utterance] = labels
+            self._alignment_cache[key] = alignments
+        return self._alignment_cache[key]
+
+    def _load(self, split: str, directory: str, utterances: Sequence[str] | None, labelled: bool) -> None:
+        h = self.hparams
+        data = self.data_dir(directory)
+        alignments = self._alignments(split) if labelled else None
+        if self.pipeline.cmvn == "global" and self._global_cmvn is None:
+            if split != "train":
+                raise KaldiDataError("cmvn='global' needs the training set's statistics: set up 'fit' first")
+            self._global_cmvn = _global_stats(data, utterances)
+        store, report = load_frame_store(
+            data,
+            alignments,
+            pipeline=self.pipeline,
+            utterances=list(utterances) if utterances is not None else None,
+            num_senones=self.num_senones if labelled else None,
+            length_tolerance=h.length_tolerance,
+            skip_invalid=h.skip_invalid,
+            dtype=h.store_dtype,
+            global_stats=self._global_cmvn,
+            alignment_source=str(self._alignment_spec(split)) if labelled else "",
+        )
+        self.stores[split], self.reports[split] = store, report
+        rank_zero_info(f"[{split}] {report.summary()}")
+
+    def setup(self, stage: str | None = None) -> None:
+        """Loads the stores the stage needs (on every process; each holds the whole set in memory)."""
+        h = self.hparams
+        if stage in ("fit", "validate", None) and "train" not in self.stores:
+            train = self.data_dir(h.train_dir)
+            train_utts: list[str] | None = None
+            valid_utts: list[str] | None = None
+            if h.valid_dir is None and h.valid_fraction > 0:
+                train_utts, valid_utts = split_held_out(train, h.valid_fraction, h.valid_split, h.seed)
+            self._load("train", h.train_dir, train_utts, labelled=True)
+            if h.valid_dir is not None:
+                self._load("valid", h.valid_dir, None, labelled=True)
+            elif valid_utts:
+                self._load("valid", h.train_dir, valid_utts, labelled=True)
+        if stage in ("test", None) and h.test_dir is not None and "test" not in self.stores:
+            self._load("test", h.test_dir, None, labelled=True)
+        if stage == "predict" and "predict" not in self.stores:
+            directory = h.predict_dir or h.test_dir or h.valid_dir
+            if directory is None:
+                raise ValueError("prediction needs predict_dir (or test_dir / valid_dir) to be set")
+            self._load("predict", directory, None, labelled=False)
+
+    # ---------------------------------------------------------------- loaders
+
+    def _placement(self, store: FrameStore) -> tuple[int, int]:
+        """Moves ``store`` to the training device (when allowed) and returns (rank, world size)."""
+        trainer = self.trainer
+        if trainer is None:
+            return 0, 1
+        device = trainer.strategy.root_device
+        if self.hparams.store_device == "auto" and device.type != "cpu":
+            store.to(device)
+        return trainer.global_rank, trainer.world_size
+
+    def _store(self, split: str) -> FrameStore:
+        if split not in self.stores:
+            raise RuntimeError(f"no {split} data: call setup() first, or configure the {split} set")
+        return self.stores[split]
+
+    def train_dataloader(self) -> FrameLoader:
+        """Shuffled spliced frames, a fresh permutation per epoch."""
+        store = self._store("train")
+        rank, world = self._placement(store)
+        return FrameLoader(
+            store, self.hparams.batch_size, shuffle=True, seed=self.hparams.seed, rank=rank, world_size=world
+        )
+
+    def val_dataloader(self) -> FrameLoader | list[Any]:
+        """Validation frames in order (every frame exactly once across processes)."""
+        if "valid" not in self.stores:
+            return []
+        store = self.stores["valid"]
+        rank, world = self._placement(store)
+        return FrameLoader(store, self.hparams.eval_batch_size, shuffle=False, rank=rank, world_size=world)
+
+    def test_dataloader(self) -> FrameLoader:
+        """Test frames in order."""
+        store = self._store("test")
+        rank, world = self._placement(store)
+        return FrameLoader(store, self.hparams.eval_batch_size, shuffle=False, rank=rank, world_size=world)
+
+    def predict_dataloader(self) -> UtteranceLoader:
+        """Whole utterances of the prediction set, packed up to ``eval_batch_size`` frames."""
+        store = self._store("predict")
+        rank, world = self._placement(store)
+        return UtteranceLoader(store, self.hparams.eval_batch_size, rank=rank, world_size=world)
+
+    # ---------------------------------------------------------------- checkpointed state
+
+    def state_dict(self) -> dict[str, Any]:
+        """What a checkpoint needs to prepare new data as in training: sizes, global CMVN and priors."""
+        state: dict[str, Any] = {"raw_feat_dim": self.raw_feat_dim, "num_senones": self.num_senones}
+        if self._global_cmvn is not None:
+            state["global_cmvn"] = torch.from_numpy(self._global_cmvn)
+        if self._priors is not None or "train" in self.stores:
+            state["priors"] = self.priors
+        return state
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Restores global CMVN statistics and priors from a checkpoint."""
+        if "global_cmvn" in state_dict:
+            self._global_cmvn = state_dict["global_cmvn"].numpy()
+        if "priors" in state_dict:
+            self._priors = state_dict["priors"]
+        self._num_senones = int(state_dict.get("num_senones", self._num_senones or 0)) or self._num_senones
+
+
+def _global_stats(data: KaldiDataDir, utterances: Sequence[str] | None) -> np.ndarray:
+    from lightning_rectifier.data.kaldi_io import read_matrix
+
+    wanted = set(utterances) if utterances is not None else None
+    stats: np.ndarray | None = None
+    for entry in data.features:
+        if (wanted is None or entry.key in wanted) and entry.num_rows:
+            stats = compute_cmvn_stats(read_matrix(entry), stats)
+    if stats is None:
+        raise KaldiDataError(f"{data.path}: no frames to compute global CMVN statistics from")
+    return stats

@@ -1,0 +1,363 @@
+"""The frame store: a whole corpus as contiguous tensors, and the loaders that cut it into batches.
+
+Frame-level training shuffles individual frames across the corpus, so per-utterance datasets waste most of their
+time in Python. Here every utterance's (normalised) features sit in one (frames, dim) tensor with utterance
+offsets; a batch is a vector of frame indices, and its spliced input is gathered in one indexing operation, with
+context indices clamped to the frame's own utterance (Kaldi's edge repetition). The gather runs wherever the store
+lives, so moving the store to the GPU moves splicing there too.
+
+:class:`FrameLoader` is sized and stateful (``state_dict`` / ``load_state_dict``): Lightning saves its position in
+checkpoints, so a run resumed mid-epoch sees exactly the batches an uninterrupted run would have seen.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any, NamedTuple
+
+import torch
+from torch import Tensor
+
+
+class FrameBatch(NamedTuple):
+    """A training batch: spliced inputs and their senone labels."""
+
+    features: Tensor
+    """(batch, input_dim) float32 spliced features."""
+    targets: Tensor
+    """(batch,) int64 senone labels."""
+
+
+class UtteranceBatch(NamedTuple):
+    """Whole utterances, concatenated: for validation by utterance, prediction and decoding."""
+
+    keys: list[str]
+    features: Tensor
+    """(sum of frames, input_dim) float32 spliced features."""
+    lengths: Tensor
+    """(utterances,) int64 frame counts, in ``keys`` order."""
+    targets: Tensor | None
+    """(sum of frames,) int64 labels, when the store has labels."""
+
+
+@dataclass
+class FrameStore:
+    """A corpus held as contiguous tensors, spliced on demand.
+
+    Attributes:
+        features: (frames, dim) normalised features (float32, float16 or bfloat16).
+        labels: (frames,) int32 senone labels, or None for unlabelled data.
+        offsets: (utterances + 1,) int64 start frame of each utterance, then the total.
+        keys: Utterance ids, in store order.
+        left_context: Frames of left context spliced onto each frame.
+        right_context: Frames of right context.
+
+    Example:
+        >>> store = FrameStore.from_utterances({"a": torch.arange(3.0)[:, None], "b": torch.tensor([[10.0]])},
+        ...                                    left_context=1, right_context=1)
+        >>> store.gather(torch.tensor([0, 2, 3])).features
+        tensor([[ 0.,  0.,  1.],
+                [ 1.,  2.,  2.],
+                [10., 10., 10.]])
+    """
+
+    features: Tensor
+    labels: Tensor | None
+    offsets: Tensor
+    keys: list[str]
+    left_context: int = 5
+    right_context: int = 5
+
+    def __post_init__(self) -> None:
+        if self.features.ndim != 2:
+            raise ValueError(f"features must be (frames, dim), got shape {tuple(self.features.shape)}")
+        if self.offsets.numel() != len(self.keys) + 1 or int(self.offsets[-1]) != self.features.shape[0]:
+            raise ValueError(
+                f"offsets must have one entry per utterance plus the total ({len(self.keys) + 1}) and end at the"
+                f" frame count {self.features.shape[0]}, got {self.offsets.numel()} ending at {int(self.offsets[-1])}"
+            )
+        if self.labels is not None and self.labels.shape != (self.features.shape[0],):
+            raise ValueError(f"labels must be ({self.features.shape[0]},), got {tuple(self.labels.shape)}")
+        if self.left_context < 0 or self.right_context < 0:
+            raise ValueError(f"context must be >= 0, got {self.left_context}, {self.right_context}")
+        lengths = self.offsets.diff()
+        if bool((lengths <= 0).any()):
+            raise ValueError("every utterance in a frame store must have at least one frame")
+        self.frame_utterance = torch.repeat_interleave(
+            torch.arange(len(self.keys), dtype=torch.int32, device=self.offsets.device), lengths
+        )
+        self._window = torch.arange(-self.left_context, self.right_context + 1, device=self.features.device)
+
+    @classmethod
+    def from_utterances(
+        cls,
+        features: dict[str, Tensor],
+        labels: dict[str, Tensor] | None = None,
+        *,
+        left_context: int = 5,
+        right_context: int = 5,
+        dtype: torch.dtype = torch.float32,
+    ) -> FrameStore:
+        """Builds a store from per-utterance tensors (convenient for small data and tests; copies everything)."""
+        keys = list(features)
+        lengths = torch.tensor([features[k].shape[0] for k in keys], dtype=torch.int64)
+        offsets = torch.cat([torch.zeros(1, dtype=torch.int64), lengths.cumsum(0)])
+        stacked = torch.cat([torch.as_tensor(features[k]) for k in keys]).to(dtype)
+        stacked_labels = None
+        if labels is not None:
+            stacked_labels = torch.cat([torch.as_tensor(labels[k]) for k in keys]).to(torch.int32)
+        return cls(stacked, stacked_labels, offsets, keys, left_context, right_context)
+
+    @property
+    def num_frames(self) -> int:
+        """Frames in the store."""
+        return self.features.shape[0]
+
+    @property
+    def num_utterances(self) -> int:
+        """Utterances in the store."""
+        return len(self.keys)
+
+    @property
+    def input_dim(self) -> int:
+        """Dimension of a spliced frame: stored dim x (left + 1 + right)."""
+        return self.features.shape[1] * (self.left_context + 1 + self.right_context)
+
+    @property
+    def device(self) -> torch.device:
+        """Where the store (and therefore splicing) lives."""
+        return self.features.device
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes held by the features and labels."""
+        labels = 0 if self.labels is None else self.labels.numel() * self.labels.element_size()
+        return self.features.numel() * self.features.element_size() + labels
+
+    def to(self, device: torch.device | str) -> FrameStore:
+        """Moves the store (features, labels, offsets) to ``device``; returns self for chaining."""
+        device = torch.device(device)
+        if device == self.device:
+            return self
+        self.features = self.features.to(device)
+        self.labels = None if self.labels is None else self.labels.to(device)
+        self.offsets = self.offsets.to(device)
+        self.frame_utterance = self.frame_utterance.to(device)
+        self._window = self._window.to(device)
+        return self
+
+    def gather(self, index: Tensor) -> FrameBatch:
+        """Returns the spliced features and labels of the frames in ``index``, computed on the store's device.
+
+        Context frames come from the frame's own utterance only: indices before its first frame or after its last
+        are clamped, as Kaldi's ``splice-feats`` repeats edge frames.
+        """
+        index = index.to(self.device, torch.int64, non_blocking=True)
+        utterance = self.frame_utterance[index].long()
+        first = self.offsets[utterance]
+        last = self.offsets[utterance + 1] - 1
+        context = (index[:, None] + self._window[None, :]).clamp_(first[:, None], last[:, None])
+        features = self.features[context].reshape(index.numel(), -1).float()
+        if self.labels is None:
+            return FrameBatch(features, torch.full_like(index, -100))
+        return FrameBatch(features, self.labels[index].long())
+
+    def utterance_range(self, i: int) -> tuple[int, int]:
+        """First frame and end (exclusive) of utterance ``i``."""
+        return int(self.offsets[i]), int(self.offsets[i + 1])
+
+    def utterances(self, indices: list[int]) -> UtteranceBatch:
+        """Spliced frames of whole utterances, concatenated in the given order."""
+        ranges = [self.utterance_range(i) for i in indices]
+        frames = torch.cat([torch.arange(a, b) for a, b in ranges])
+        batch = self.gather(frames)
+        lengths = torch.tensor([b - a for a, b in ranges], dtype=torch.int64)
+        targets = batch.targets if self.labels is not None else None
+        return UtteranceBatch([self.keys[i] for i in indices], batch.features, lengths, targets)
+
+
+class FrameShuffler:
+    """Decides which frames each batch holds: a fresh global permutation per epoch, split over processes.
+
+    The permutation of epoch ``e`` depends only on ``(seed, e)``, so every process draws the same one and takes a
+    disjoint slice of equal length (``num_frames // world_size`` frames; the few frames left over differ from epoch
+    to epoch). Without shuffling, frames are taken in store order (validation, testing).
+
+    Args:
+        num_frames: Frames in the store.
+        batch_size: Frames per batch (per process).
+        shuffle: Shuffle every epoch.
+        seed: Base seed of the permutations.
+        rank: This process's rank.
+        world_size: Number of processes.
+        drop_last: Drop the last, smaller batch.
+    """
+
+    def __init__(
+        self,
+        num_frames: int,
+        batch_size: int,
+        *,
+        shuffle: bool = True,
+        seed: int = 0,
+        rank: int = 0,
+        world_size: int = 1,
+        drop_last: bool = False,
+    ) -> None:
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        if not 0 <= rank < world_size:
+            raise ValueError(f"rank must be in [0, world_size={world_size}), got {rank}")
+        if num_frames < world_size:
+            raise ValueError(f"{num_frames} frames cannot be split over {world_size} processes")
+        self.num_frames, self.batch_size, self.shuffle, self.seed = num_frames, batch_size, shuffle, seed
+        self.rank, self.world_size, self.drop_last = rank, world_size, drop_last
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        """Selects the permutation of ``epoch`` (Lightning calls this before each training epoch)."""
+        self.epoch = epoch
+
+    def _my_frames(self) -> tuple[int, int]:
+        if self.shuffle:  # equal shares of the permutation (gradient steps must match across processes)
+            share = self.num_frames // self.world_size
+            return self.rank * share, (self.rank + 1) * share
+        # evaluation: every frame exactly once; shares differ by at most one frame
+        return self.rank * self.num_frames // self.world_size, (self.rank + 1) * self.num_frames // self.world_size
+
+    def __len__(self) -> int:
+        start, end = self._my_frames()
+        count = max(end - start, 0)
+        return count // self.batch_size if self.drop_last else math.ceil(count / self.batch_size)
+
+    def batches(self, skip: int = 0) -> Iterator[Tensor]:
+        """Yields the frame-index tensors of this process's batches, after skipping ``skip`` of them."""
+        start, end = self._my_frames()
+        if self.shuffle:
+            generator = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
+            dtype = torch.int32 if self.num_frames < 2**31 else torch.int64
+            order = torch.randperm(self.num_frames, generator=generator, dtype=dtype)[start:end]
+        else:
+            order = torch.arange(start, end)
+        for b in range(skip, len(self)):
+            yield order[b * self.batch_size : (b + 1) * self.batch_size].long()
+
+
+class FrameLoader:
+    """An iterable of :class:`FrameBatch` over a :class:`FrameStore`; sized and resumable mid-epoch.
+
+    Lightning recognises ``state_dict`` / ``load_state_dict`` and stores the position in checkpoints; the sampler
+    (``loader.sampler``) receives ``set_epoch`` from Lightning at each epoch start.
+
+    Example:
+        >>> store = FrameStore.from_utterances({"u": torch.randn(10, 2)}, {"u": torch.arange(10)}, left_context=0,
+        ...                                    right_context=0)
+        >>> loader = FrameLoader(store, batch_size=4, seed=1)
+        >>> [batch.targets.numel() for batch in loader]
+        [4, 4, 2]
+    """
+
+    def __init__(
+        self,
+        store: FrameStore,
+        batch_size: int,
+        *,
+        shuffle: bool = True,
+        seed: int = 0,
+        rank: int = 0,
+        world_size: int = 1,
+        drop_last: bool = False,
+    ) -> None:
+        self.store = store
+        self.sampler = FrameShuffler(
+            store.num_frames,
+            batch_size,
+            shuffle=shuffle,
+            seed=seed,
+            rank=rank,
+            world_size=world_size,
+            drop_last=drop_last,
+        )
+        self._position = 0  # batches handed out in the current pass
+        self._resume: dict[str, int] | None = None
+
+    def __len__(self) -> int:
+        return len(self.sampler)
+
+    def __iter__(self) -> Iterator[FrameBatch]:
+        skip = 0
+        if self._resume is not None and self._resume["epoch"] == self.sampler.epoch:
+            skip = self._resume["position"]
+        self._resume = None
+        self._position = skip
+        for index in self.sampler.batches(skip):
+            self._position += 1
+            yield self.store.gather(index)
+
+    def state_dict(self) -> dict[str, Any]:
+        """The position in the epoch and what it depends on."""
+        s = self.sampler
+        return {
+            "epoch": s.epoch,
+            "position": self._position,
+            "seed": s.seed,
+            "num_frames": s.num_frames,
+            "batch_size": s.batch_size,
+            "world_size": s.world_size,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Resumes at the saved position on the next iteration of the saved epoch.
+
+        Raises:
+            ValueError: If the data, batch size, seed or process count differ from the saved run's, since the
+                saved position would then point at other frames.
+        """
+        s = self.sampler
+        for name, current in (
+            ("num_frames", s.num_frames),
+            ("batch_size", s.batch_size),
+            ("seed", s.seed),
+            ("world_size", s.world_size),
+        ):
+            if state.get(name) != current:
+                raise ValueError(
+                    f"cannot resume the frame loader: the checkpoint was saved with {name}={state.get(name)},"
+                    f" this run has {name}={current} (the data order would differ)"
+                )
+        self._resume = {"epoch": int(state["epoch"]), "position": int(state["position"])}
+
+
+class UtteranceLoader:
+    """An iterable of :class:`UtteranceBatch`: whole utterances in store order, packed up to ``max_frames``.
+
+    Utterances are never split; one longer than ``max_frames`` forms a batch of its own. With several processes,
+    each takes every ``world_size``-th utterance.
+    """
+
+    def __init__(self, store: FrameStore, max_frames: int = 8192, *, rank: int = 0, world_size: int = 1) -> None:
+        if max_frames < 1:
+            raise ValueError(f"max_frames must be >= 1, got {max_frames}")
+        self.store, self.max_frames = store, max_frames
+        mine = list(range(rank, store.num_utterances, world_size))
+        lengths = store.offsets.diff().tolist()
+        self._groups: list[list[int]] = []
+        current: list[int] = []
+        frames = 0
+        for i in mine:
+            if current and frames + lengths[i] > max_frames:
+                self._groups.append(current)
+                current, frames = [], 0
+            current.append(i)
+            frames += lengths[i]
+        if current:
+            self._groups.append(current)
+
+    def __len__(self) -> int:
+        return len(self._groups)
+
+    def __iter__(self) -> Iterator[UtteranceBatch]:
+        for group in self._groups:
+            yield self.store.utterances(group)

@@ -1,0 +1,38 @@
+"""torchmetrics metrics for senone classifiers and for the paper's hidden-unit analysis.
+
+Classification: :class:`FrameErrorRate`, :class:`FrameCrossEntropy`. Hidden units (Maas et al. 2013, Figure 2):
+:class:`ActivationProbability`, :class:`ActivationSparsity`, :class:`Dispersion`. Stateless forms live in
+:mod:`lightning_rectifier.metrics.functional`.
+
+This layer imports only torch and torchmetrics, nothing else of the package. Names are imported lazily so that
+importing :mod:`lightning_rectifier.metrics.functional` does not pay for importing torchmetrics.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+_LAZY = {
+    "FrameErrorRate": "lightning_rectifier.metrics.classification",
+    "FrameCrossEntropy": "lightning_rectifier.metrics.classification",
+    "ActivationProbability": "lightning_rectifier.metrics.activation",
+    "ActivationSparsity": "lightning_rectifier.metrics.activation",
+    "Dispersion": "lightning_rectifier.metrics.activation",
+}
+
+if TYPE_CHECKING:
+    from lightning_rectifier.metrics.activation import ActivationProbability, ActivationSparsity, Dispersion
+    from lightning_rectifier.metrics.classification import FrameCrossEntropy, FrameErrorRate
+
+__all__ = ["ActivationProbability", "ActivationSparsity", "Dispersion", "FrameCrossEntropy", "FrameErrorRate"]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'lightning_rectifier.metrics' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return __all__
