@@ -22,17 +22,35 @@ except PackageNotFoundError:  # running from a source tree that was never instal
 # public name -> module that defines it
 _LAZY = {
     "AlignedFramesDataModule": "lightning_rectifier.data.datamodule",
+    "SenoneClassifier": "lightning_rectifier.module",
+    "DNNAcousticModel": "lightning_rectifier.nn",
+    "NewbobLR": "lightning_rectifier.schedulers",
+    "DispersionMonitor": "lightning_rectifier.callbacks",
     "TransitionModel": "lightning_rectifier.data.transition_model",
     "read_features": "lightning_rectifier.data.kaldi_io",
     "read_alignments": "lightning_rectifier.data.kaldi_io",
 }
 
 if TYPE_CHECKING:
+    from lightning_rectifier.callbacks import DispersionMonitor
     from lightning_rectifier.data.datamodule import AlignedFramesDataModule
+    from lightning_rectifier.module import SenoneClassifier
+    from lightning_rectifier.nn import DNNAcousticModel
+    from lightning_rectifier.schedulers import NewbobLR
     from lightning_rectifier.data.kaldi_io import read_alignments, read_features
     from lightning_rectifier.data.transition_model import TransitionModel
 
-__all__ = ["AlignedFramesDataModule", "TransitionModel", "__version__", "read_alignments", "read_features"]
+__all__ = [
+    "AlignedFramesDataModule",
+    "DNNAcousticModel",
+    "DispersionMonitor",
+    "NewbobLR",
+    "SenoneClassifier",
+    "TransitionModel",
+    "__version__",
+    "read_alignments",
+    "read_features",
+]
 
 
 def __getattr__(name: str) -> Any:

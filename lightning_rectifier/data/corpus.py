@@ -69,7 +69,8 @@ class FeaturePipeline:
     """How raw features become network input: CMVN, deltas and context, as in Kaldi's nnet1 feature pipeline.
 
     Attributes:
-        cmvn: ``"auto"`` (``cmvn.scp`` when the directory has one, else none), ``"none"``, ``"scp"`` (require
+        cmvn: ``"auto"`` (``cmvn.scp`` when the directory has one, else per-speaker statistics computed from the
+            features, as Kaldi recipes always compute them), ``"none"``, ``"scp"`` (require
             ``cmvn.scp``; per speaker or per utterance, whichever its keys are), ``"speaker"`` / ``"utterance"``
             (statistics computed from the features themselves), ``"global"`` (one set of statistics from the
             training features, applied to every set), or the path of a Kaldi statistics matrix (global CMVN).
@@ -110,9 +111,9 @@ def _stats_per_key(
     """Returns the statistics by key and which key an utterance uses ("speaker", "utterance" or "global")."""
     mode = pipeline.cmvn
     if mode == "auto":
-        mode = "scp" if data.cmvn is not None else "none"
-        if mode == "none":
-            log.info("%s: no cmvn.scp, features are used without CMVN (set cmvn to change this)", data.path)
+        mode = "scp" if data.cmvn is not None else "speaker"
+        if mode == "speaker":
+            log.info("%s: no cmvn.scp: per-speaker CMVN statistics are computed from the features", data.path)
     if mode == "none":
         return None, "none"
     if mode == "scp":
@@ -133,7 +134,9 @@ def _stats_per_key(
         accumulated: dict[str, np.ndarray] = {}
         for entry in entries:
             key = {"speaker": data.utt2spk[entry.key], "utterance": entry.key, "global": ""}[mode]
-            accumulated[key] = compute_cmvn_stats(read_matrix(entry), accumulated.get(key))
+            matrix = read_matrix(entry)
+            if np.isfinite(matrix).all():  # the second pass reports (or skips) utterances with NaN/Inf
+                accumulated[key] = compute_cmvn_stats(matrix, accumulated.get(key))
         return accumulated, mode
     return {"": read_matrix(mode, dtype=np.float64)}, "global"  # a statistics file
 

@@ -105,7 +105,7 @@ class AlignedFramesDataModule(L.LightningDataModule):
         num_senones: Number of senones (network outputs). Default: the transition model's pdf count, else the
             largest training label + 1.
         cmvn: CMVN mode; see :class:`~lightning_rectifier.data.corpus.FeaturePipeline`. ``"auto"`` applies the data
-            directory's ``cmvn.scp`` when present.
+            directory's ``cmvn.scp`` when present, else per-speaker statistics computed from the features.
         norm_vars: Normalise variances as well as means.
         delta_order: ``add-deltas`` order (0 = none, 2 = deltas and delta-deltas).
         delta_window: ``add-deltas`` window.
@@ -161,7 +161,8 @@ class AlignedFramesDataModule(L.LightningDataModule):
                 raise ValueError(f"{name} must be >= 1, got {value}")
         if length_tolerance < 0:
             raise ValueError(f"length_tolerance must be >= 0, got {length_tolerance}")
-        self.save_hyperparameters()
+        # num_senones is the model's hyperparameter; the resolved value is checkpointed through state_dict()
+        self.save_hyperparameters(ignore=["num_senones"])
         self.pipeline = FeaturePipeline(cmvn, norm_vars, delta_order, delta_window, left_context, right_context)
         self._dirs: dict[str, KaldiDataDir] = {}
         self._alignment_cache: dict[str, dict[str, np.ndarray]] = {}
@@ -362,7 +363,9 @@ def _global_stats(data: KaldiDataDir, utterances: Sequence[str] | None) -> np.nd
     stats: np.ndarray | None = None
     for entry in data.features:
         if (wanted is None or entry.key in wanted) and entry.num_rows:
-            stats = compute_cmvn_stats(read_matrix(entry), stats)
+            matrix = read_matrix(entry)
+            if np.isfinite(matrix).all():  # loading reports (or skips) utterances with NaN/Inf
+                stats = compute_cmvn_stats(matrix, stats)
     if stats is None:
         raise KaldiDataError(f"{data.path}: no frames to compute global CMVN statistics from")
     return stats

@@ -182,8 +182,9 @@ class FrameShuffler:
     """Decides which frames each batch holds: a fresh global permutation per epoch, split over processes.
 
     The permutation of epoch ``e`` depends only on ``(seed, e)``, so every process draws the same one and takes a
-    disjoint slice of equal length (``num_frames // world_size`` frames; the few frames left over differ from epoch
-    to epoch). Without shuffling, frames are taken in store order (validation, testing).
+    disjoint, interleaved share of equal length (``num_frames // world_size`` frames; the few frames left over
+    differ from epoch to epoch). Without shuffling, frames are taken in store order, each process a contiguous part
+    (validation, testing).
 
     Args:
         num_frames: Frames in the store.
@@ -221,26 +222,32 @@ class FrameShuffler:
         self.epoch = epoch
 
     def _my_frames(self) -> tuple[int, int]:
-        if self.shuffle:  # equal shares of the permutation (gradient steps must match across processes)
-            share = self.num_frames // self.world_size
-            return self.rank * share, (self.rank + 1) * share
-        # evaluation: every frame exactly once; shares differ by at most one frame
+        """First and end frame of this process's evaluation share (contiguous; sizes differ by at most one)."""
         return self.rank * self.num_frames // self.world_size, (self.rank + 1) * self.num_frames // self.world_size
 
     def __len__(self) -> int:
-        start, end = self._my_frames()
-        count = max(end - start, 0)
+        if self.shuffle:
+            count = self.num_frames // self.world_size
+        else:
+            start, end = self._my_frames()
+            count = end - start
         return count // self.batch_size if self.drop_last else math.ceil(count / self.batch_size)
 
     def batches(self, skip: int = 0) -> Iterator[Tensor]:
-        """Yields the frame-index tensors of this process's batches, after skipping ``skip`` of them."""
-        start, end = self._my_frames()
+        """Yields the frame-index tensors of this process's batches, after skipping ``skip`` of them.
+
+        When shuffling, process ``r`` takes every ``world_size``-th frame of the permutation starting at ``r``, so
+        step ``b`` of all processes together covers exactly the frames of step ``b`` of a single process with a
+        ``world_size`` times larger batch: DDP training matches single-process training at the combined batch size.
+        """
         if self.shuffle:
             generator = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
             dtype = torch.int32 if self.num_frames < 2**31 else torch.int64
-            order = torch.randperm(self.num_frames, generator=generator, dtype=dtype)[start:end]
+            share = self.num_frames // self.world_size
+            order = torch.randperm(self.num_frames, generator=generator, dtype=dtype)[: share * self.world_size]
+            order = order[self.rank :: self.world_size]
         else:
-            order = torch.arange(start, end)
+            order = torch.arange(*self._my_frames())
         for b in range(skip, len(self)):
             yield order[b * self.batch_size : (b + 1) * self.batch_size].long()
 
@@ -280,6 +287,7 @@ class FrameLoader:
             world_size=world_size,
             drop_last=drop_last,
         )
+        self.batch_sampler = None  # batching is the sampler's job (Lightning inspects this attribute)
         self._position = 0  # batches handed out in the current pass
         self._resume: dict[str, int] | None = None
 

@@ -57,14 +57,24 @@ def test_pipeline_matches_numpy_reference(ami_data_dir: Path) -> None:
     np.testing.assert_allclose(computed.stores["train"].features.numpy(), store.features.numpy(), atol=1e-4)
 
 
-def test_cmvn_auto_without_cmvn_scp_uses_raw_features(ami_data_dir: Path) -> None:
+def test_cmvn_modes_without_cmvn_scp(ami_data_dir: Path) -> None:
     _write_alignments(ami_data_dir, synthetic_labels(ami_data_dir, 5))
-    dm = AlignedFramesDataModule(train_dir=str(ami_data_dir), valid_fraction=0, left_context=0, right_context=0)
-    dm.setup("fit")
     feats = dict(read_features(ami_data_dir / "feats.scp"))
-    np.testing.assert_array_equal(
-        dm.stores["train"].features.numpy(), np.concatenate([feats[k] for k in dm.stores["train"].keys])
+    raw = AlignedFramesDataModule(
+        train_dir=str(ami_data_dir), valid_fraction=0, left_context=0, right_context=0, cmvn="none"
     )
+    raw.setup("fit")
+    keys = raw.stores["train"].keys
+    np.testing.assert_array_equal(raw.stores["train"].features.numpy(), np.concatenate([feats[k] for k in keys]))
+    # "auto" without cmvn.scp: per-speaker means removed, as Kaldi recipes do
+    auto = AlignedFramesDataModule(train_dir=str(ami_data_dir), valid_fraction=0, left_context=0, right_context=0)
+    auto.setup("fit")
+    utt2spk = auto.data_dir(str(ami_data_dir)).utt2spk
+    normalised = auto.stores["train"].features.numpy()
+    for speaker in set(utt2spk.values()):
+        ranges = [auto.stores["train"].utterance_range(i) for i, k in enumerate(keys) if utt2spk[k] == speaker]
+        rows = np.concatenate([np.arange(a, b) for a, b in ranges])
+        np.testing.assert_allclose(normalised[rows].mean(0), 0, atol=1e-3)
     glob = AlignedFramesDataModule(
         train_dir=str(ami_data_dir), valid_fraction=0, cmvn="global", norm_vars=True, left_context=0, right_context=0
     )

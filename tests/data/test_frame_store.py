@@ -82,6 +82,16 @@ def test_ranks_get_disjoint_equal_shares() -> None:
     assert len({len(FrameShuffler(1001, 50, rank=r, world_size=world)) for r in range(world)}) == 1
 
 
+def test_ranks_together_take_the_single_process_batch_of_world_times_the_size() -> None:
+    world, batch = 2, 16
+    single = FrameShuffler(1000, batch * world, seed=9)
+    ranks = [FrameShuffler(1000, batch, seed=9, rank=r, world_size=world) for r in range(world)]
+    for sampler in [single, *ranks]:
+        sampler.set_epoch(1)
+    for step, (whole, *parts) in enumerate(zip(single.batches(), *(r.batches() for r in ranks), strict=True)):
+        assert sorted(torch.cat(parts).tolist()) == sorted(whole.tolist()), step
+
+
 def test_evaluation_shards_cover_every_frame_once() -> None:
     frames = torch.cat(
         [torch.cat(list(FrameShuffler(10, 3, shuffle=False, rank=r, world_size=4).batches())) for r in range(4)]

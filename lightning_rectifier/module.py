@@ -1,0 +1,260 @@
+"""``SenoneClassifier``: the paper's DNN acoustic model as a LightningModule.
+
+Frame-level senone classification with cross-entropy and, by default, no regularisation and SGD with Nesterov
+momentum (the paper trained with plain SGD; momentum is Kaldi nnet1's choice). Any optimizer or scheduler can be
+injected from YAML through ``OptimizerCallable`` / ``LRSchedulerCallable``; plateau schedulers such as
+:class:`~lightning_rectifier.schedulers.NewbobLR` are monitored on ``val/loss`` and may stop training.
+
+Validation logs what the paper reports: frame cross-entropy (``val/loss``), frame error and accuracy, and per hidden
+layer the mean activation probability and dispersion, all reduced exactly across DDP processes by torchmetrics.
+``predict_step`` returns per-utterance log-posteriors and prior-scaled log-likelihoods for decoding.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from typing import Any, Literal, NamedTuple
+
+import lightning as L
+import torch
+from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
+from torch import Tensor
+from torch.optim.lr_scheduler import ReduceLROnPlateau
+from torchmetrics import MeanMetric
+
+from lightning_rectifier.metrics import Dispersion, FrameCrossEntropy, FrameErrorRate
+from lightning_rectifier.metrics.functional import NONLINEARITIES
+from lightning_rectifier.nn import DNNAcousticModel, Nonlinearity
+
+
+class UtteranceScores(NamedTuple):
+    """Network outputs for one utterance, as :meth:`SenoneClassifier.predict_step` returns them."""
+
+    key: str
+    log_posteriors: Tensor
+    """(frames, senones) float32 ``log p(s | x)``."""
+    log_likelihoods: Tensor
+    """(frames, senones) float32 ``log p(s | x) - log p(s)`` (scaled likelihoods, before any acoustic scale)."""
+
+
+class SenoneClassifier(L.LightningModule):
+    """A DNN senone classifier (input -> hidden layers -> senone logits) trained with frame cross-entropy.
+
+    Args:
+        input_dim: Spliced input dimension (link it from the datamodule's ``feat_dim``).
+        num_senones: Number of senones (link it from the datamodule's ``num_senones``).
+        hidden_dim: Units per hidden layer (the paper: 2048).
+        num_layers: Hidden layers (the paper: 2, 3 and 4).
+        nonlinearity: Hidden nonlinearity (the paper: ``tanh``, ``relu``, ``leaky_relu``).
+        negative_slope: Leaky-ReLU slope (the paper: 0.01).
+        dropout: Dropout after each hidden layer (the paper: none).
+        init: Weight initialisation (see :class:`~lightning_rectifier.nn.DNNAcousticModel`).
+        learning_rate: Learning rate of the default optimizer (Kaldi nnet1: 0.008).
+        momentum: Nesterov momentum of the default optimizer.
+        optimizer: Any optimizer (from YAML: ``class_path`` + ``init_args``); default SGD with Nesterov momentum.
+        lr_scheduler: Any scheduler; plateau schedulers (``NewbobLR``, ``ReduceLROnPlateau``) watch ``monitor``.
+        monitor: Metric a plateau scheduler watches.
+        saturation: Activation rule for tanh / sigmoid units in the sparsity metrics (paper's "neg" or "both").
+
+    Example:
+        >>> model = SenoneClassifier(input_dim=39, num_senones=10, hidden_dim=16, num_layers=2)
+        >>> model(torch.randn(4, 39)).shape
+        torch.Size([4, 10])
+    """
+
+    def __init__(
+        self,
+        input_dim: int,
+        num_senones: int,
+        hidden_dim: int = 2048,
+        num_layers: int = 4,
+        nonlinearity: Nonlinearity = "relu",
+        negative_slope: float = 0.01,
+        dropout: float = 0.0,
+        init: Literal["auto", "kaiming", "xavier", "torch"] = "auto",
+        learning_rate: float = 0.008,
+        momentum: float = 0.9,
+        optimizer: OptimizerCallable | None = None,
+        lr_scheduler: LRSchedulerCallable | None = None,
+        monitor: str = "val/loss",
+        saturation: Literal["neg", "both"] = "neg",
+    ) -> None:
+        super().__init__()
+        if learning_rate <= 0 or not 0 <= momentum < 1:
+            raise ValueError(f"expected learning_rate > 0 and momentum in [0, 1), got {learning_rate}, {momentum}")
+        self.save_hyperparameters(ignore=["optimizer", "lr_scheduler"])
+        self.model = DNNAcousticModel(
+            input_dim, num_senones, hidden_dim, num_layers, nonlinearity, negative_slope, dropout, init
+        )
+        self.optimizer_factory = optimizer
+        self.scheduler_factory = lr_scheduler
+        # log p(s); zeros (uniform, no effect) until set from the training alignments
+        self.register_buffer("log_priors", torch.zeros(num_senones))
+        self.register_buffer("has_priors", torch.tensor(False))
+        rule = nonlinearity if nonlinearity in NONLINEARITIES else "relu"
+        if rule != nonlinearity:
+            warnings.warn(
+                f"nonlinearity {nonlinearity!r} has no activation rule; sparsity metrics count h > 0 as active",
+                stacklevel=2,
+            )
+        self.train_loss = MeanMetric()
+        self.metrics = torch.nn.ModuleDict(
+            {
+                stage: torch.nn.ModuleDict(
+                    {
+                        "loss": FrameCrossEntropy(),
+                        "frame_error": FrameErrorRate(),
+                        **{
+                            f"layer_{i + 1}": Dispersion(hidden_dim, nonlinearity=rule, saturation=saturation)
+                            for i in range(num_layers)
+                        },
+                    }
+                )
+                for stage in ("val", "test")
+            }
+        )
+
+    # ------------------------------------------------------------------ the network
+
+    @property
+    def hidden_layers(self) -> torch.nn.ModuleList:
+        """Hidden blocks whose outputs are post-nonlinearity activations (what ``DispersionMonitor`` listens to)."""
+        return self.model.hidden_layers
+
+    @property
+    def nonlinearity(self) -> str:
+        """Name of the hidden nonlinearity."""
+        return self.model.nonlinearity
+
+    def forward(self, features: Tensor) -> Tensor:
+        """Senone logits for spliced frames ``(frames, input_dim)``."""
+        return self.model(features)
+
+    def set_priors(self, priors: Tensor) -> None:
+        """Stores senone priors (probabilities, already floored) for :meth:`predict_step`; saved in checkpoints."""
+        if priors.shape != self.log_priors.shape:
+            raise ValueError(f"expected {self.log_priors.numel()} priors (one per senone), got {tuple(priors.shape)}")
+        self.log_priors.copy_(priors.double().log().to(self.log_priors))
+        self.has_priors.fill_(True)
+
+    def setup(self, stage: str) -> None:
+        """Takes the senone priors from the datamodule (when it has them) before training or prediction."""
+        datamodule = getattr(self.trainer, "datamodule", None)
+        if stage == "fit" and datamodule is not None and hasattr(datamodule, "priors"):
+            self.set_priors(datamodule.priors)
+
+    # ------------------------------------------------------------------ steps
+
+    @staticmethod
+    def _unpack(batch: Any) -> tuple[Tensor, Tensor]:
+        return batch[0], batch[1]
+
+    def training_step(self, batch: Any, batch_idx: int) -> Tensor:
+        """Frame cross-entropy on a batch of (spliced features, senone labels)."""
+        features, targets = self._unpack(batch)
+        loss = torch.nn.functional.cross_entropy(self.model(features), targets)
+        self.train_loss.update(loss.detach(), weight=targets.numel())
+        self.log("train/loss", loss, prog_bar=True, batch_size=targets.numel())
+        self.log("train/loss_epoch", self.train_loss, on_step=False, on_epoch=True, batch_size=targets.numel())
+        return loss
+
+    def _evaluate(self, stage: str, batch: Any) -> None:
+        features, targets = self._unpack(batch)
+        logits, hidden = self.model(features, return_hidden=True)
+        metrics = self.metrics[stage]
+        metrics["loss"].update(logits, targets)
+        metrics["frame_error"].update(logits, targets)
+        for i, h in enumerate(hidden):
+            metrics[f"layer_{i + 1}"].update(h)
+
+    def _log_evaluation(self, stage: str) -> None:
+        metrics = self.metrics[stage]
+        values: dict[str, Tensor] = {
+            f"{stage}/loss": metrics["loss"].compute(),
+            f"{stage}/frame_error": metrics["frame_error"].compute(),
+        }
+        values[f"{stage}/frame_accuracy"] = 1.0 - values[f"{stage}/frame_error"]
+        for i in range(self.hparams.num_layers):
+            layer = metrics[f"layer_{i + 1}"].compute()
+            values[f"{stage}/layer_{i + 1}/activation_probability"] = layer["mean_activation_probability"]
+            values[f"{stage}/layer_{i + 1}/dispersion"] = layer["dispersion"]
+        for metric in metrics.values():
+            metric.reset()
+        # already reduced across processes by torchmetrics' compute()
+        shown = {f"{stage}/loss", f"{stage}/frame_error"}
+        self.log_dict({k: v.float() for k, v in values.items() if k in shown}, prog_bar=True, sync_dist=False)
+        self.log_dict({k: v.float() for k, v in values.items() if k not in shown}, sync_dist=False)
+
+    def validation_step(self, batch: Any, batch_idx: int) -> None:
+        """Accumulates cross-entropy, frame error and per-layer sparsity over the validation frames."""
+        self._evaluate("val", batch)
+
+    def on_validation_epoch_end(self) -> None:
+        """Logs ``val/loss``, ``val/frame_error``, ``val/frame_accuracy`` and ``val/layer_{i}/...``."""
+        self._log_evaluation("val")
+
+    def test_step(self, batch: Any, batch_idx: int) -> None:
+        """As :meth:`validation_step`, for the test set."""
+        self._evaluate("test", batch)
+
+    def on_test_epoch_end(self) -> None:
+        """Logs the ``test/...`` metrics."""
+        self._log_evaluation("test")
+
+    def predict_step(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> list[UtteranceScores]:
+        """Per-utterance log-posteriors and scaled log-likelihoods ``log p(s|x) - log p(s)``.
+
+        Expects an :class:`~lightning_rectifier.data.frame_store.UtteranceBatch` (keys, features, lengths).
+        """
+        if not bool(self.has_priors):
+            warnings.warn("no senone priors set: log-likelihoods equal log-posteriors", stacklevel=2)
+        log_posteriors = torch.log_softmax(self.model(batch.features).float(), dim=-1)
+        log_likelihoods = log_posteriors - self.log_priors.float()
+        out = []
+        for key, posteriors, likelihoods in zip(
+            batch.keys,
+            log_posteriors.split(batch.lengths.tolist()),
+            log_likelihoods.split(batch.lengths.tolist()),
+            strict=True,
+        ):
+            out.append(UtteranceScores(key, posteriors.cpu(), likelihoods.cpu()))
+        return out
+
+    # ------------------------------------------------------------------ optimisation
+
+    def configure_optimizers(self) -> Any:
+        """The injected optimizer (default: SGD, Nesterov momentum) and scheduler; plateau ones watch ``monitor``."""
+        if self.optimizer_factory is None:
+            optimizer = torch.optim.SGD(
+                self.parameters(),
+                lr=self.hparams.learning_rate,
+                momentum=self.hparams.momentum,
+                nesterov=self.hparams.momentum > 0,
+            )
+        else:
+            optimizer = self.optimizer_factory(self.parameters())
+        if self.scheduler_factory is None:
+            return optimizer
+        scheduler = self.scheduler_factory(optimizer)
+        config: dict[str, Any] = {"scheduler": scheduler, "interval": "epoch"}
+        if isinstance(scheduler, ReduceLROnPlateau):
+            config["monitor"] = self.hparams.monitor
+        return {"optimizer": optimizer, "lr_scheduler": config}
+
+    def lr_scheduler_step(self, scheduler: Any, metric: Any) -> None:
+        """Steps the scheduler; a scheduler that says ``should_stop`` (Kaldi's newbob) ends training."""
+        if metric is None:
+            scheduler.step()
+        else:
+            scheduler.step(metric)
+        if getattr(scheduler, "should_stop", False):
+            self.trainer.should_stop = True
+
+    def on_train_epoch_start(self) -> None:
+        """Guards against a diverged run: a NaN training loss is reported at once."""
+        value = self.trainer.callback_metrics.get("train/loss")
+        if value is not None and not math.isfinite(float(value)):
+            raise FloatingPointError(
+                "the training loss is not finite: lower the learning rate or check the features for outliers"
+            )
