@@ -34,11 +34,11 @@ _LAZY = {
 if TYPE_CHECKING:
     from lightning_rectifier.callbacks import DispersionMonitor
     from lightning_rectifier.data.datamodule import AlignedFramesDataModule
+    from lightning_rectifier.data.kaldi_io import read_alignments, read_features
+    from lightning_rectifier.data.transition_model import TransitionModel
     from lightning_rectifier.module import SenoneClassifier
     from lightning_rectifier.nn import DNNAcousticModel
     from lightning_rectifier.schedulers import NewbobLR
-    from lightning_rectifier.data.kaldi_io import read_alignments, read_features
-    from lightning_rectifier.data.transition_model import TransitionModel
 
 __all__ = [
     "AlignedFramesDataModule",
