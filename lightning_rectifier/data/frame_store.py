@@ -255,15 +255,20 @@ class FrameShuffler:
 class FrameLoader:
     """An iterable of :class:`FrameBatch` over a :class:`FrameStore`; sized and resumable mid-epoch.
 
-    Lightning recognises ``state_dict`` / ``load_state_dict`` and stores the position in checkpoints; the sampler
-    (``loader.sampler``) receives ``set_epoch`` from Lightning at each epoch start.
+    Each pass over the loader is one epoch and draws the next permutation; the loader counts its passes itself and
+    keeps the count and its position in ``state_dict``, which Lightning saves in checkpoints. A run resumed from any
+    checkpoint (mid-epoch or at an epoch's end) therefore sees exactly the batches an uninterrupted run would, however
+    the trainer numbers its epochs. Lightning looks for ``set_epoch`` on ``loader.sampler``; there is none on purpose:
+    use ``loader.shuffler.set_epoch`` to choose the first epoch's permutation by hand.
 
     Example:
         >>> store = FrameStore.from_utterances({"u": torch.randn(10, 2)}, {"u": torch.arange(10)}, left_context=0,
         ...                                    right_context=0)
         >>> loader = FrameLoader(store, batch_size=4, seed=1)
-        >>> [batch.targets.numel() for batch in loader]
-        [4, 4, 2]
+        >>> [batch.targets.numel() for batch in loader], loader.state_dict()["epoch"]
+        ([4, 4, 2], 0)
+        >>> _ = list(loader); loader.state_dict()["epoch"]
+        1
     """
 
     def __init__(
@@ -278,7 +283,7 @@ class FrameLoader:
         drop_last: bool = False,
     ) -> None:
         self.store = store
-        self.sampler = FrameShuffler(
+        self.shuffler = FrameShuffler(
             store.num_frames,
             batch_size,
             shuffle=shuffle,
@@ -287,26 +292,30 @@ class FrameLoader:
             world_size=world_size,
             drop_last=drop_last,
         )
-        self.batch_sampler = None  # batching is the sampler's job (Lightning inspects this attribute)
         self._position = 0  # batches handed out in the current pass
+        self._started = False  # whether a pass has begun (the next one is then a new epoch)
         self._resume: dict[str, int] | None = None
 
     def __len__(self) -> int:
-        return len(self.sampler)
+        return len(self.shuffler)
 
     def __iter__(self) -> Iterator[FrameBatch]:
-        skip = 0
-        if self._resume is not None and self._resume["epoch"] == self.sampler.epoch:
-            skip = self._resume["position"]
-        self._resume = None
-        self._position = skip
-        for index in self.sampler.batches(skip):
+        shuffler = self.shuffler
+        epoch, skip = shuffler.epoch + (1 if self._started else 0), 0
+        if self._resume is not None:
+            epoch, skip = self._resume["epoch"], self._resume["position"]
+            if skip >= len(self):  # saved at the end of that epoch: continue with the next one
+                epoch, skip = epoch + 1, 0
+            self._resume = None
+        shuffler.set_epoch(epoch)
+        self._started, self._position = True, skip
+        for index in shuffler.batches(skip):
             self._position += 1
             yield self.store.gather(index)
 
     def state_dict(self) -> dict[str, Any]:
-        """The position in the epoch and what it depends on."""
-        s = self.sampler
+        """The epoch, the position in it, and what they depend on."""
+        s = self.shuffler
         return {
             "epoch": s.epoch,
             "position": self._position,
@@ -317,13 +326,13 @@ class FrameLoader:
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Resumes at the saved position on the next iteration of the saved epoch.
+        """Resumes at the saved epoch and position on the next iteration.
 
         Raises:
             ValueError: If the data, batch size, seed or process count differ from the saved run's, since the
                 saved position would then point at other frames.
         """
-        s = self.sampler
+        s = self.shuffler
         for name, current in (
             ("num_frames", s.num_frames),
             ("batch_size", s.batch_size),

@@ -99,27 +99,31 @@ def test_evaluation_shards_cover_every_frame_once() -> None:
     assert frames.tolist() == list(range(10))
 
 
-def test_loader_resumes_mid_epoch_at_the_same_batch() -> None:
+def test_loader_counts_its_own_epochs_and_resumes_mid_epoch() -> None:
     store, _ = _store(lengths=(40, 33, 27))
     loader = FrameLoader(store, 8, seed=5)
-    loader.sampler.set_epoch(2)
-    iterator = iter(loader)
-    seen = [next(iterator).targets for _ in range(5)]
+    epochs = [[b.targets for b in loader] for _ in range(3)]  # three passes: epochs 0, 1, 2
+    assert not torch.equal(torch.cat(epochs[0]), torch.cat(epochs[1]))
+    reference = FrameShuffler(store.num_frames, 8, seed=5)
+    reference.set_epoch(2)
+    assert torch.equal(torch.cat(epochs[2]), store.labels[torch.cat(list(reference.batches()))].long())
+
+    iterator = iter(loader)  # epoch 3
+    for _ in range(5):
+        next(iterator)
     state = loader.state_dict()
+    assert (state["epoch"], state["position"]) == (3, 5)
     rest = [b.targets for b in iterator]
 
     resumed = FrameLoader(store, 8, seed=5)
     resumed.load_state_dict(state)
-    resumed.sampler.set_epoch(2)
     again = [b.targets for b in resumed]
     assert len(again) == len(rest) == len(loader) - 5
     for a, b in zip(again, rest, strict=True):
         assert torch.equal(a, b)
-    assert len(seen) == 5
-    # a later epoch ignores the saved position
-    resumed.load_state_dict(state)
-    resumed.sampler.set_epoch(3)
-    assert len(list(resumed)) == len(loader)
+    # a state saved at the end of an epoch resumes with the next epoch, whole
+    resumed.load_state_dict(loader.state_dict())
+    assert torch.equal(torch.cat([b.targets for b in resumed]), torch.cat([b.targets for b in loader]))
     with pytest.raises(ValueError, match="batch_size=8, this run has batch_size=16"):
         FrameLoader(store, 16, seed=5).load_state_dict(state)
 
