@@ -20,6 +20,7 @@ from lightning.pytorch.utilities import rank_zero_info
 
 from lightning_rectifier.data.corpus import FeaturePipeline, LoadReport, StoreDtype, load_frame_store, senone_priors
 from lightning_rectifier.data.datadir import KaldiDataDir
+from lightning_rectifier.data.demo import resolve_data_dir
 from lightning_rectifier.data.errors import KaldiDataError
 from lightning_rectifier.data.frame_store import FrameLoader, FrameStore, UtteranceLoader
 from lightning_rectifier.data.kaldi_io import read_alignments
@@ -90,7 +91,9 @@ class AlignedFramesDataModule(L.LightningDataModule):
     """Frame-level senone classification data from Kaldi data directories and alignments.
 
     Args:
-        train_dir: Kaldi data directory of the training set (``feats.scp``, ``utt2spk``, ``cmvn.scp``...).
+        train_dir: Kaldi data directory of the training set (``feats.scp``, ``utt2spk``, ``cmvn.scp``...). Data
+            directories named ``fsdd:<split>`` are the embedded demo corpus (see :mod:`lightning_rectifier.data.demo`);
+            the default trains on it.
         alignments: Training alignments: a file, glob (``exp/tri4_ali/ali.*.gz``), rspecifier, or list of them.
             Default: ``ali.scp``/``ali.ark``/``pdf.*``/``ali.*.gz`` inside ``train_dir``.
         transition_model: ``final.mdl`` whose transition model maps transition-id alignments to pdf-ids. Leave
@@ -126,7 +129,7 @@ class AlignedFramesDataModule(L.LightningDataModule):
 
     def __init__(
         self,
-        train_dir: str | None = None,
+        train_dir: str = "fsdd:train",
         alignments: str | list[str] | None = None,
         transition_model: str | None = None,
         valid_dir: str | None = None,
@@ -154,8 +157,6 @@ class AlignedFramesDataModule(L.LightningDataModule):
         allow_pipes: bool = False,
     ) -> None:
         super().__init__()
-        if train_dir is None:
-            raise ValueError("train_dir is required: the Kaldi data directory of the training set")
         for name, value in (("batch_size", batch_size), ("eval_batch_size", eval_batch_size)):
             if value < 1:
                 raise ValueError(f"{name} must be >= 1, got {value}")
@@ -176,9 +177,9 @@ class AlignedFramesDataModule(L.LightningDataModule):
     # ---------------------------------------------------------------- cheap properties (headers only)
 
     def data_dir(self, path: str) -> KaldiDataDir:
-        """The (cached) :class:`KaldiDataDir` at ``path``."""
+        """The (cached) :class:`KaldiDataDir` at ``path`` (``fsdd:<split>``: the embedded corpus)."""
         if path not in self._dirs:
-            self._dirs[path] = KaldiDataDir.load(path, allow_pipes=self.hparams.allow_pipes)
+            self._dirs[path] = KaldiDataDir.load(resolve_data_dir(path), allow_pipes=self.hparams.allow_pipes)
         return self._dirs[path]
 
     @property
@@ -229,7 +230,7 @@ class AlignedFramesDataModule(L.LightningDataModule):
         spec = {"train": h.alignments, "valid": h.valid_alignments or h.alignments, "test": h.test_alignments}[split]
         if spec is None:
             directory = {"train": h.train_dir, "valid": h.valid_dir or h.train_dir, "test": h.test_dir}[split]
-            spec = find_alignments(Path(directory))
+            spec = find_alignments(Path(resolve_data_dir(directory)))
         return spec
 
     def _alignments(self, split: str) -> dict[str, np.ndarray]:

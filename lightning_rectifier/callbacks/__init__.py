@@ -1,0 +1,38 @@
+"""Lightning callbacks: the paper's hidden-unit analysis and a one-screen run summary.
+
+:class:`DispersionMonitor` measures activation probability and dispersion (the paper's Figure 2) and draws the
+figure; :class:`RunSummary` prints the summary at the end of a run.
+
+Callbacks use :mod:`lightning_rectifier.metrics`, torch, Lightning and matplotlib; nothing of the module, model, data
+or command line. Names are imported lazily so that drawing or reading the saved curves
+(:mod:`lightning_rectifier.callbacks.figures`, e.g. for comparing runs) does not pay for importing Lightning.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+_LAZY = {
+    "DispersionMonitor": "lightning_rectifier.callbacks.dispersion",
+    "RunSummary": "lightning_rectifier.callbacks.summary",
+    "load_activation_probabilities": "lightning_rectifier.callbacks.figures",
+    "activation_probability_figure": "lightning_rectifier.callbacks.figures",
+}
+
+if TYPE_CHECKING:
+    from lightning_rectifier.callbacks.dispersion import DispersionMonitor
+    from lightning_rectifier.callbacks.figures import activation_probability_figure, load_activation_probabilities
+    from lightning_rectifier.callbacks.summary import RunSummary
+
+__all__ = ["DispersionMonitor", "RunSummary", "activation_probability_figure", "load_activation_probabilities"]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'lightning_rectifier.callbacks' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return __all__

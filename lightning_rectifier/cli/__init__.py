@@ -1,0 +1,80 @@
+"""The ``lightning-rectifier`` command.
+
+``fit``, ``validate``, ``test`` and ``predict`` are Lightning's (a :class:`LightningCLI` over
+:class:`~lightning_rectifier.SenoneClassifier` and :class:`~lightning_rectifier.AlignedFramesDataModule`); ``prepare``,
+``align``, ``decode``, ``compare`` and ``grid`` are the project's own tools. This module imports neither torch nor
+Lightning, so ``--help`` and the tools' help answer at once; each subcommand imports what it needs.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+LIGHTNING_COMMANDS = {
+    "fit": "train a senone classifier (no --config: the demo recipe on the embedded FSDD corpus)",
+    "validate": "measure frame error, cross-entropy and sparsity on the validation set",
+    "test": "the same on the test set",
+    "predict": "compute log-posteriors / scaled log-likelihoods for a data directory",
+}
+TOOL_COMMANDS = {
+    "prepare": "audio (wav.scp or a folder) -> a Kaldi data directory of MFCC or fbank features",
+    "align": "forced-align a data directory with pocketsphinx -> per-frame senone labels",
+    "decode": "decode a data directory to words with a trained model; WER when a transcript exists",
+    "compare": "finished runs -> the paper's Table 1 (Markdown, CSV) and convergence / sparsity plots",
+    "grid": "run every recipe of a grid (e.g. recipes/fsdd/*.yaml), one run per configuration",
+}
+
+
+def _help() -> str:
+    from lightning_rectifier import __version__
+
+    lines = [
+        f"lightning-rectifier {__version__}: rectifier DNN acoustic models on Kaldi data (Maas, Hannun & Ng 2013)",
+        "",
+        "usage: lightning-rectifier COMMAND [options]     (lightning-rectifier COMMAND --help for its options)",
+        "",
+        "training and evaluation (LightningCLI: --config recipe.yaml, --model.*, --data.*, --trainer.*):",
+        *(f"  {name:<10} {text}" for name, text in LIGHTNING_COMMANDS.items()),
+        "",
+        "tools:",
+        *(f"  {name:<10} {text}" for name, text in TOOL_COMMANDS.items()),
+        "",
+        "examples:",
+        "  lightning-rectifier fit                                  # demo: trains on the embedded FSDD corpus",
+        "  lightning-rectifier fit --config recipes/fsdd/relu_3x512.yaml",
+        "  lightning-rectifier fit --config recipes/paper/relu_4x2048.yaml --data.train_dir data/train \\",
+        "      --data.alignments 'exp/tri4_ali/ali.*.gz' --data.transition_model exp/tri4_ali/final.mdl",
+        "  lightning-rectifier fit --ckpt_path last                 # resume an interrupted run",
+        "  lightning-rectifier compare runs/",
+    ]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point of the ``lightning-rectifier`` console script."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    if not args or args[0] in ("-h", "--help", "help"):
+        print(_help())
+        return
+    if args[0] in ("-V", "--version"):
+        from lightning_rectifier import __version__
+
+        print(__version__)
+        return
+    command = args[0]
+    if command in TOOL_COMMANDS:
+        from lightning_rectifier.cli import tools
+
+        sys.exit(tools.run(command, args[1:]))
+    if command in LIGHTNING_COMMANDS:
+        os.environ.setdefault("JSONARGPARSE_DEPRECATION_WARNINGS", "off")
+        from lightning_rectifier.cli.lightning import run_lightning
+
+        run_lightning(args)
+        return
+    print(f"lightning-rectifier: unknown command {command!r}\n\n{_help()}", file=sys.stderr)
+    sys.exit(2)
+
+
+__all__ = ["main"]

@@ -1,0 +1,157 @@
+"""``RectifierCLI``: LightningCLI over ``SenoneClassifier`` and ``AlignedFramesDataModule``.
+
+What it adds to LightningCLI:
+
+- sizes linked, never typed twice: ``data.feat_dim -> model.input_dim`` and ``data.num_senones -> model.num_senones``;
+- without ``--config``, the demo recipe (``lightning_rectifier/configs/demo.yaml``: a small ReLU network on the
+  embedded FSDD corpus) so that ``lightning-rectifier fit`` runs out of the box;
+- runs named after their configuration (``relu-3x512``) under ``runs/``, a CSV logger and a W&B logger (offline
+  when no API key is configured, so nothing prompts or blocks; ``--wandb false`` turns it off);
+- checkpoints in ``runs/<name>/checkpoints`` (best by ``val/loss``, and ``last.ckpt`` every
+  ``--checkpoint_every_n_steps`` steps and at each validation), so ``fit --ckpt_path last`` resumes an interrupted
+  run, mid-epoch included, exactly where it stopped;
+- a ``DispersionMonitor`` and a one-screen ``RunSummary`` at the end.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import warnings
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from lightning.pytorch import Trainer
+from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
+from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
+
+from lightning_rectifier.callbacks import DispersionMonitor
+from lightning_rectifier.callbacks.summary import RunSummary
+from lightning_rectifier.data.datamodule import AlignedFramesDataModule
+from lightning_rectifier.module import SenoneClassifier
+
+DEMO_CONFIG = resources.files("lightning_rectifier") / "configs" / "demo.yaml"
+_NOISE = [
+    r"`isinstance\(treespec, LeafSpec\)` is deprecated",  # Lightning 2.6 with torch >= 2.11
+    r"The number of training batches .* is smaller than the logging interval",
+    r"Total length of .* across ranks is zero",  # no validation set configured
+]
+
+
+def wandb_has_key() -> bool:
+    """Whether a W&B API key is configured (environment or ``~/.netrc``); without one W&B runs offline."""
+    if os.environ.get("WANDB_API_KEY"):
+        return True
+    netrc = Path(os.environ.get("NETRC", Path.home() / ".netrc"))
+    try:
+        return "api.wandb.ai" in netrc.read_text()
+    except OSError:
+        return False
+
+
+def run_name(model: Any) -> str:
+    """A run's default name from its model configuration, e.g. ``relu-3x512``."""
+    return f"{model['nonlinearity']}-{model['num_layers']}x{model['hidden_dim']}"
+
+
+class RectifierCLI(LightningCLI):
+    """The command line's Lightning part; see the module docstring."""
+
+    def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        """Links data sizes to the model and adds the run options."""
+        parser.link_arguments("data.feat_dim", "model.input_dim", apply_on="instantiate")
+        parser.link_arguments("data.num_senones", "model.num_senones", apply_on="instantiate")
+        parser.add_argument("--run_name", type=str | None, default=None, help="Run name (default: e.g. relu-3x512).")
+        parser.add_argument("--wandb", type=bool, default=True, help="Also log to W&B (offline without an API key).")
+        parser.add_argument(
+            "--checkpoint_every_n_steps", type=int, default=200, help="Steps between last.ckpt saves (resumable)."
+        )
+        parser.add_argument("--dispersion", type=bool, default=True, help="Measure hidden-unit dispersion.")
+
+    def _settings(self) -> Any:
+        return self.config[self.subcommand] if self.subcommand else self.config
+
+    def _run_name(self) -> str:
+        config = self._settings()
+        return config.get("run_name") or run_name(config["model"])
+
+    def before_instantiate_classes(self) -> None:
+        """Adds the default callbacks, which depend on the run's name and options."""
+        config = self._settings()
+        root = Path(config["trainer"].get("default_root_dir") or "runs")
+        callbacks: list[Any] = [
+            ModelCheckpoint(
+                dirpath=root / self._run_name() / "checkpoints",
+                filename="best-epoch{epoch:03d}-step{step:07d}",
+                auto_insert_metric_name=False,
+                monitor="val/loss",
+                mode="min",
+                save_top_k=1,
+                save_last=True,
+            ),
+            ModelCheckpoint(
+                dirpath=root / self._run_name() / "checkpoints",
+                every_n_train_steps=config.get("checkpoint_every_n_steps") or None,
+                save_top_k=0,
+                save_last=True,
+            ),
+            RunSummary(),
+        ]
+        if config.get("dispersion", True):
+            callbacks.append(DispersionMonitor())
+        self.trainer_defaults["callbacks"] = callbacks
+
+    def instantiate_trainer(self, **kwargs: Any) -> Trainer:
+        """Creates the default loggers (CSV, and W&B unless ``--wandb false``) when none are configured."""
+        config = self._settings()
+        if config["trainer"].get("logger") in (None, True):
+            from lightning.pytorch.loggers import CSVLogger, WandbLogger
+
+            root = str(config["trainer"].get("default_root_dir") or "runs")
+            loggers: list[Any] = [CSVLogger(save_dir=root, name=self._run_name())]
+            if config.get("wandb", True):
+                loggers.append(
+                    WandbLogger(
+                        save_dir=root,
+                        name=self._run_name(),
+                        project=os.environ.get("WANDB_PROJECT", "lightning-rectifier"),
+                        offline=not wandb_has_key() or os.environ.get("WANDB_MODE") == "offline",
+                        log_model=False,
+                    )
+                )
+            kwargs["logger"] = loggers
+            self.trainer_defaults["callbacks"].append(LearningRateMonitor(logging_interval="epoch"))
+        return super().instantiate_trainer(**kwargs)
+
+
+def _with_demo_config(args: list[str]) -> list[str]:
+    """Inserts the demo recipe as the first ``--config`` when the user gave none."""
+    if any(a in ("-c", "--config") or a.startswith("--config=") for a in args[1:]):
+        return args
+    return [args[0], "--config", str(DEMO_CONFIG), *args[1:]]
+
+
+def run_lightning(args: list[str]) -> RectifierCLI:
+    """Runs ``fit`` / ``validate`` / ``test`` / ``predict`` with the project's defaults."""
+    for pattern in _NOISE:
+        warnings.filterwarnings("ignore", message=pattern)
+    if "--help" not in args and "-h" not in args:
+        args = _with_demo_config(args)
+    os.environ.setdefault("WANDB_SILENT", "true")
+    if not wandb_has_key():
+        os.environ.setdefault("WANDB_MODE", "offline")
+    return RectifierCLI(
+        SenoneClassifier,
+        AlignedFramesDataModule,
+        seed_everything_default=0,
+        save_config_kwargs={"overwrite": True},
+        trainer_defaults={"default_root_dir": "runs"},
+        auto_configure_optimizers=False,
+        parser_kwargs={"description": "lightning-rectifier: rectifier DNN acoustic models on Kaldi data"},
+        args=args,
+    )
+
+
+if __name__ == "__main__":  # pragma: no cover
+    run_lightning(sys.argv[1:])

@@ -1,0 +1,81 @@
+"""Decoding: graphs (kaldifst), Viterbi beam search (kaldi-decoder), word error rate (jiwer), likelihood export.
+
+Sits beside the model: it imports only :mod:`lightning_rectifier.data` (the TransitionModel and the Kaldi archive
+writer), never the module, nn or CLI. ``kaldifst`` and ``kaldi-decoder`` are the optional ``[decode]`` extra, imported
+only when a graph or decoder is made; scoring and export work without them.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+_LAZY = {
+    "DecodingGraph": "lightning_rectifier.decode.graph",
+    "read_words": "lightning_rectifier.decode.graph",
+    "write_words": "lightning_rectifier.decode.graph",
+    "build_graph": "lightning_rectifier.decode.builder",
+    "estimate_self_loop_probs": "lightning_rectifier.decode.builder",
+    "read_lexicon": "lightning_rectifier.lexicon",
+    "write_lexicon": "lightning_rectifier.lexicon",
+    "read_kaldi_graph": "lightning_rectifier.decode.kaldi_graph",
+    "Decoder": "lightning_rectifier.decode.decoder",
+    "DecoderOptions": "lightning_rectifier.decode.decoder",
+    "DecodingResult": "lightning_rectifier.decode.decoder",
+    "Hypothesis": "lightning_rectifier.decode.decoder",
+    "WerResult": "lightning_rectifier.decode.scoring",
+    "word_error_rate": "lightning_rectifier.decode.scoring",
+    "read_text": "lightning_rectifier.decode.scoring",
+    "write_text": "lightning_rectifier.decode.scoring",
+    "GridSearchResult": "lightning_rectifier.decode.scoring",
+    "grid_search": "lightning_rectifier.decode.scoring",
+    "write_loglikelihoods": "lightning_rectifier.decode.export",
+}
+
+if TYPE_CHECKING:
+    from lightning_rectifier.decode.builder import build_graph, estimate_self_loop_probs
+    from lightning_rectifier.decode.decoder import Decoder, DecoderOptions, DecodingResult, Hypothesis
+    from lightning_rectifier.decode.export import write_loglikelihoods
+    from lightning_rectifier.decode.graph import DecodingGraph, read_words, write_words
+    from lightning_rectifier.decode.kaldi_graph import read_kaldi_graph
+    from lightning_rectifier.decode.scoring import (
+        GridSearchResult,
+        WerResult,
+        grid_search,
+        read_text,
+        word_error_rate,
+        write_text,
+    )
+    from lightning_rectifier.lexicon import read_lexicon, write_lexicon
+
+__all__ = [
+    "Decoder",
+    "DecoderOptions",
+    "DecodingGraph",
+    "DecodingResult",
+    "GridSearchResult",
+    "Hypothesis",
+    "WerResult",
+    "build_graph",
+    "estimate_self_loop_probs",
+    "grid_search",
+    "read_kaldi_graph",
+    "read_lexicon",
+    "read_text",
+    "read_words",
+    "word_error_rate",
+    "write_lexicon",
+    "write_loglikelihoods",
+    "write_text",
+    "write_words",
+]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'lightning_rectifier.decode' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return __all__

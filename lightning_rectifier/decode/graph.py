@@ -1,0 +1,283 @@
+"""Decoding graphs: a weighted FST from senones to words, with its word table and senone count.
+
+A :class:`DecodingGraph` holds an FST whose input labels are ``senone + 1`` (0 is epsilon, so that
+``kaldi_decoder.DecodableCtc`` reads column ``label - 1`` of a ``(frames, senones)`` matrix) and whose output labels
+index a word table (``words[0] == "<eps>"``, Kaldi's ``words.txt``). Graphs for small tasks are built by
+:mod:`lightning_rectifier.decode.builder`; Kaldi's ``HCLG.fst`` graphs are read by
+:mod:`lightning_rectifier.decode.kaldi_graph`.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+from lightning_rectifier.decode import _optional
+
+EPSILON = "<eps>"
+PathLike = str | os.PathLike[str]
+
+
+def read_words(path: PathLike) -> list[str]:
+    r"""Reads a Kaldi/OpenFst symbol table (``words.txt``: ``word id`` per line) into a list indexed by id.
+
+    Raises:
+        FileNotFoundError: If ``path`` does not exist.
+        ValueError: If a line is not ``symbol id``, an id repeats, the ids leave gaps, or id 0 is not ``<eps>``.
+
+    Example:
+        >>> import tempfile
+        >>> path = tempfile.mkdtemp() + "/words.txt"
+        >>> _ = open(path, "w").write("<eps> 0\nyes 1\nno 2\n")
+        >>> read_words(path)
+        ['<eps>', 'yes', 'no']
+    """
+    table: dict[int, str] = {}
+    with open(path, encoding="utf-8") as file:
+        for number, line in enumerate(file, 1):
+            fields = line.split()
+            if not fields:
+                continue
+            if len(fields) != 2 or not fields[1].isdigit():
+                raise ValueError(f"{path} line {number}: expected 'symbol id', got {line.rstrip()!r}")
+            key = int(fields[1])
+            if key in table:
+                raise ValueError(f"{path} line {number}: id {key} is given to both {table[key]!r} and {fields[0]!r}")
+            table[key] = fields[0]
+    if len(table) != max(table, default=-1) + 1:
+        missing = sorted(set(range(max(table) + 1)) - set(table))[:5]
+        raise ValueError(f"{path}: expected ids 0..{max(table)} without gaps, ids {missing} are missing")
+    if table.get(0) != EPSILON:
+        raise ValueError(f"{path}: expected id 0 to be {EPSILON!r}, got {table.get(0)!r}")
+    return [table[key] for key in range(len(table))]
+
+
+def write_words(path: PathLike, words: Sequence[str]) -> None:
+    """Writes a word table as a Kaldi ``words.txt`` (``word id`` per line)."""
+    Path(path).write_text("".join(f"{word} {key}\n" for key, word in enumerate(words)), encoding="utf-8")
+
+
+def _scan(fst: Any, input_labels: set[int] | None = None) -> tuple[int, int, int, int, int]:
+    """Counts states and arcs and finds the largest input and output label and the smallest label of any arc.
+
+    Visits every arc from Python (about 2 µs each); ``input_labels``, if given, collects the input labels seen.
+    """
+    kaldifst = _optional.kaldifst()
+    num_states = num_arcs = max_in = max_out = min_label = 0
+    for state in kaldifst.StateIterator(fst):
+        num_states += 1
+        for arc in kaldifst.ArcIterator(fst, state):
+            num_arcs += 1
+            ilabel, olabel = arc.ilabel, arc.olabel
+            max_in, max_out = max(max_in, ilabel), max(max_out, olabel)
+            min_label = min(min_label, ilabel, olabel)
+            if input_labels is not None:
+                input_labels.add(ilabel)
+    return num_states, num_arcs, max_in, max_out, min_label
+
+
+class DecodingGraph:
+    r"""A decoding graph: an FST from ``senone + 1`` (0 = epsilon) to word ids, its word table and its senone count.
+
+    The object owns the FST: ``kaldi_decoder`` keeps only a C++ reference to the graph it decodes, so a
+    :class:`~lightning_rectifier.decode.Decoder` keeps its graph (and so this FST) alive.
+
+    Args:
+        fst: A ``kaldifst.StdFst`` (vector or const).
+        words: The word of each output label, ``words[0] == "<eps>"``.
+        num_senones: Columns of the likelihood matrices this graph decodes (the DNN's outputs, or the pdfs of a
+            Kaldi model); every input label must be at most this.
+        source: Where the graph came from, for messages.
+
+    Raises:
+        TypeError: If ``fst`` is not a kaldifst FST.
+        ValueError: If the FST has no start state, a negative label, an input label above ``num_senones`` or an
+            output label without a word.
+
+    Example:
+        >>> import kaldifst
+        >>> fst = kaldifst.compile("0 1 1 1 0.0\n1 1 1 0 0.7\n1 0.7\n")  # word 1 = one or more frames of senone 0
+        >>> graph = DecodingGraph(fst, ["<eps>", "hum"], num_senones=2)
+        >>> graph
+        DecodingGraph('<memory>', states=2, arcs=2, words=1, num_senones=2, max_input_label=1)
+    """
+
+    def __init__(self, fst: Any, words: Sequence[str], num_senones: int, *, source: str = "<memory>") -> None:
+        kaldifst = _optional.kaldifst()
+        if not isinstance(fst, kaldifst.StdFst):
+            raise TypeError(f"{source}: expected a kaldifst.StdFst (vector or const FST), got {type(fst).__name__}")
+        num_states, num_arcs, max_in, max_out, min_label = _scan(fst)
+        self._init(fst, words, num_senones, (num_states, num_arcs, max_in, max_out, min_label), source)
+
+    @classmethod
+    def _trusted(
+        cls, fst: Any, words: Sequence[str], num_senones: int, stats: tuple[int, int, int, int, int], source: str
+    ) -> DecodingGraph:
+        """Wraps an FST whose counts and labels are already known (no second pass over its arcs)."""
+        graph = cls.__new__(cls)
+        graph._init(fst, words, num_senones, stats, source)
+        return graph
+
+    def _init(
+        self, fst: Any, words: Sequence[str], num_senones: int, stats: tuple[int, int, int, int, int], source: str
+    ) -> None:
+        words = list(words)
+        if not words or words[0] != EPSILON:
+            raise ValueError(f"{source}: expected a word table starting with {EPSILON!r}, got {words[:3]}")
+        if int(num_senones) != num_senones or num_senones < 1:
+            raise ValueError(f"{source}: expected num_senones to be a positive integer, got {num_senones!r}")
+        if fst.start < 0:
+            raise ValueError(f"{source}: the FST has no start state (is it empty?)")
+        num_states, num_arcs, max_in, max_out, min_label = stats
+        if min_label < 0:
+            raise ValueError(f"{source}: expected labels >= 0, got an arc with label {min_label}")
+        if max_in > num_senones:
+            raise ValueError(
+                f"{source}: input label {max_in} stands for senone {max_in - 1}, but the graph is declared for"
+                f" {num_senones} senones (input labels 1..{num_senones}); was it built for another model?"
+            )
+        if max_out >= len(words):
+            raise ValueError(
+                f"{source}: output label {max_out} has no word: the word table has ids 0..{len(words) - 1}"
+            )
+        self._fst, self._words, self._num_senones, self._source = fst, words, int(num_senones), source
+        self._num_states, self._num_arcs, self._max_input_label = num_states, num_arcs, max_in
+
+    @property
+    def fst(self) -> Any:
+        """The ``kaldifst`` FST (input label = senone + 1, output label = word id)."""
+        return self._fst
+
+    @property
+    def words(self) -> list[str]:
+        """The word of each output label (a copy; index 0 is ``<eps>``)."""
+        return list(self._words)
+
+    @property
+    def num_senones(self) -> int:
+        """How many columns the likelihood matrices must have."""
+        return self._num_senones
+
+    @property
+    def max_input_label(self) -> int:
+        """The largest input label (``senone + 1``) of any arc; matrices need at least this many columns."""
+        return self._max_input_label
+
+    @property
+    def num_states(self) -> int:
+        """Number of states of the FST."""
+        return self._num_states
+
+    @property
+    def num_arcs(self) -> int:
+        """Number of arcs of the FST."""
+        return self._num_arcs
+
+    @property
+    def source(self) -> str:
+        """Where the graph came from."""
+        return self._source
+
+    def word(self, word_id: int) -> str:
+        """The word of an output label."""
+        return self._words[word_id]
+
+    def to_words(self, word_ids: Iterable[int]) -> list[str]:
+        """The words of a sequence of output labels (epsilons dropped)."""
+        return [self._words[key] for key in word_ids if key != 0]
+
+    def write(self, fst_path: PathLike, words_path: PathLike | None = None) -> None:
+        """Writes the FST (OpenFst binary, readable by Kaldi tools) and, if asked, the word table.
+
+        Raises:
+            OSError: If the FST cannot be written.
+        """
+        if not self._fst.write(os.fspath(fst_path)):
+            raise OSError(f"could not write the decoding graph to {fst_path}")
+        if words_path is not None:
+            write_words(words_path, self._words)
+
+    @classmethod
+    def read(cls, fst_path: PathLike, words: PathLike | Sequence[str], num_senones: int) -> DecodingGraph:
+        """Reads a graph whose input labels are already ``senone + 1`` (as :meth:`write` writes it).
+
+        For Kaldi's ``HCLG.fst`` over transition-ids use
+        :func:`~lightning_rectifier.decode.kaldi_graph.read_kaldi_graph`.
+
+        Args:
+            fst_path: An OpenFst file (vector or const).
+            words: A ``words.txt`` path or the word list itself.
+            num_senones: Columns of the likelihood matrices.
+
+        Raises:
+            FileNotFoundError: If a file is missing.
+            ValueError: If the file is not an FST or its labels do not fit (see the class).
+
+        Example:
+            >>> import tempfile
+            >>> from lightning_rectifier.decode import build_graph
+            >>> graph = build_graph({"a": [[0]], "b": [[1]]}, "loop", num_senones=2)
+            >>> tmp = tempfile.mkdtemp()
+            >>> graph.write(f"{tmp}/G.fst", f"{tmp}/words.txt")
+            >>> DecodingGraph.read(f"{tmp}/G.fst", f"{tmp}/words.txt", num_senones=2).words
+            ['<eps>', 'a', 'b']
+        """
+        fst = read_fst(fst_path)
+        table = read_words(words) if isinstance(words, (str, os.PathLike)) else list(words)
+        return cls(fst, table, num_senones, source=os.fspath(fst_path))
+
+    def with_insertion_penalty(self, penalty: float) -> DecodingGraph:
+        """A copy of the graph in which every word costs ``penalty`` more (a negative penalty favours words).
+
+        Works on any graph (a Kaldi HCLG included) by composing it with a one-state transducer that maps each word
+        to itself at cost ``penalty``; the penalty adds to any already built in.
+
+        Example:
+            >>> from lightning_rectifier.decode import build_graph
+            >>> graph = build_graph({"a": [[0]], "b": [[1]]}, "loop", num_senones=2)
+            >>> graph.with_insertion_penalty(2.0).num_arcs == graph.num_arcs
+            True
+        """
+        if penalty == 0:
+            return self
+        if not math.isfinite(penalty):
+            raise ValueError(f"expected a finite insertion penalty, got {penalty}")
+        kaldifst = _optional.kaldifst()
+        costs = kaldifst.StdVectorFst()
+        state = costs.add_state()
+        costs.start = state
+        costs.set_final(state, 0.0)
+        for key in range(1, len(self._words)):
+            costs.add_arc(state, kaldifst.StdArc(key, key, float(penalty), state))
+        fst = kaldifst.compose(self._fst, costs)
+        stats = (fst.num_states, self._num_arcs, self._max_input_label, len(self._words) - 1, 0)
+        source = f"{self._source} + insertion penalty {penalty:g}"
+        return DecodingGraph._trusted(fst, self._words, self._num_senones, stats, source)
+
+    def __repr__(self) -> str:
+        return (
+            f"{type(self).__name__}({self._source!r}, states={self._num_states}, arcs={self._num_arcs},"
+            f" words={len(self._words) - 1}, num_senones={self._num_senones}, max_input_label={self._max_input_label})"
+        )
+
+
+def read_fst(path: PathLike) -> Any:
+    """Reads an OpenFst file (vector or const, as Kaldi writes ``HCLG.fst``) with kaldifst.
+
+    Raises:
+        FileNotFoundError: If ``path`` does not exist.
+        ValueError: If the file is not an FST over the standard (tropical) arc.
+    """
+    kaldifst = _optional.kaldifst()
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"decoding graph {os.fspath(path)!r} does not exist")
+    fst = kaldifst.StdFst.read(os.fspath(path))
+    if fst is None:
+        raise ValueError(
+            f"{os.fspath(path)}: expected an OpenFst file (vector or const FST over standard/tropical arcs, as"
+            " Kaldi's mkgraph.sh writes HCLG.fst), but kaldifst could not read it"
+        )
+    return fst
