@@ -164,7 +164,85 @@ def align(argv: Sequence[str]) -> int:
     return 0
 
 
-COMMANDS: dict[str, Callable[[Sequence[str]], int]] = {"grid": grid, "prepare": prepare, "align": align}
+# ------------------------------------------------------------------------------------------------- decode / compare
+
+
+def decode(argv: Sequence[str]) -> int:
+    """``lightning-rectifier decode``: words and WER from a trained model."""
+    parser = _parser(
+        "decode",
+        "Decodes a data directory to words with a trained model: scaled log-likelihoods (log-posteriors minus log\n"
+        "priors from the training alignments) through kaldi-decoder's FasterDecoder. Writes OUT/hyp.txt (Kaldi text),\n"
+        "OUT/ali.ark (best-path senone per frame) and, when DIR/text exists, OUT/wer.json. Without --graph, the demo\n"
+        "corpus's digit grammar. Needs the [decode] extra: pip install 'lightning-rectifier[decode]'.\n\n"
+        "examples:\n"
+        "  lightning-rectifier decode --ckpt_path runs/relu-3x256/checkpoints/last.ckpt --data_dir fsdd:test \\\n"
+        "      --grammar word --out_dir exp/decode_test\n"
+        "  lightning-rectifier decode --ckpt_path CKPT --data_dir data/eval2000 --graph exp/tri4/graph/HCLG.fst \\\n"
+        "      --words exp/tri4/graph/words.txt --transition_model exp/tri4/final.mdl --out_dir exp/decode_eval2000",
+    )
+    parser.add_argument("--ckpt_path", required=True, help="checkpoint of a trained model")
+    parser.add_argument("--data_dir", required=True, help="data directory to decode (fsdd:<split> for the demo)")
+    parser.add_argument("--out_dir", required=True, help="where to write hyp.txt, ali.ark, wer.json")
+    parser.add_argument("--graph", help="decoding graph: Kaldi HCLG.fst (const or vector) or a senone-labelled FST")
+    parser.add_argument("--words", help="words.txt of the graph (default: next to the graph)")
+    parser.add_argument("--transition_model", help="final.mdl of an HCLG over transition-ids")
+    parser.add_argument("--grammar", choices=["loop", "word"], default="loop", help="demo grammar (without --graph)")
+    parser.add_argument("--acoustic_scale", type=float, default=0.1, help="scale of the log-likelihoods (Kaldi: 0.1)")
+    parser.add_argument("--insertion_penalty", type=float, default=0.0, help="cost added per word")
+    parser.add_argument("--beam", type=float, default=13.0, help="decoding beam")
+    parser.add_argument("--max_active", type=int, default=7000, help="most active states per frame")
+    parser.add_argument("--tune_dir", help="choose acoustic scale / insertion penalty by WER on this data directory")
+    parser.add_argument("--num_workers", type=int, default=0, help="decoding worker processes (0: in-process)")
+    parser.add_argument("--write_loglikes", action="store_true", help="also write OUT/loglikes.ark,scp for Kaldi")
+    parser.add_argument("--device", default="auto", help="auto (GPU when available), cpu, cuda, cuda:1 ...")
+    parser.add_argument("--precision", choices=["32", "bf16"], default="32", help="network precision")
+    args = parser.parse_args(argv)
+    _logging()
+    from lightning_rectifier.inference import decode_directory
+
+    report = decode_directory(
+        args.ckpt_path,
+        args.data_dir,
+        args.out_dir,
+        graph=args.graph,
+        words=args.words,
+        transition_model=args.transition_model,
+        grammar=args.grammar,
+        acoustic_scale=args.acoustic_scale,
+        insertion_penalty=args.insertion_penalty,
+        beam=args.beam,
+        max_active=args.max_active,
+        num_workers=args.num_workers,
+        tune_dir=args.tune_dir,
+        write_loglikes=args.write_loglikes,
+        device=args.device,
+        precision=args.precision,
+    )
+    if report.wer is not None:
+        w = report.wer
+        print(
+            f"WER {100 * w['wer']:.2f} % [ {w['substitutions'] + w['deletions'] + w['insertions']} / {w['num_words']},"
+            f" {w['insertions']} ins, {w['deletions']} del, {w['substitutions']} sub ]  SER"
+            f" {100 * w['sentence_error_rate']:.2f} %  ({args.out_dir}/wer.json)"
+        )
+    return 0
+
+
+def compare(argv: Sequence[str]) -> int:
+    """``lightning-rectifier compare``: finished runs -> the paper's Table 1 and plots."""
+    from lightning_rectifier.compare import main
+
+    return main(argv)
+
+
+COMMANDS: dict[str, Callable[[Sequence[str]], int]] = {
+    "grid": grid,
+    "prepare": prepare,
+    "align": align,
+    "decode": decode,
+    "compare": compare,
+}
 
 
 def run(command: str, argv: Sequence[str]) -> int:

@@ -86,7 +86,8 @@ def test_fit_writes_logs_config_checkpoints_and_summary(labelled_dir: Path, tmp_
     assert summary["best"]["val/frame_error"] is not None and set(summary["layers"]) == {"1", "2"}
     assert (run / "checkpoints" / "last.ckpt").exists() and Path(summary["best_checkpoint"]).exists()
     # sizes were linked from the data, not typed
-    assert cli.model.hparams.input_dim == 13 * 11 and cli.model.hparams.num_senones == 12
+    assert cli.model.hparams.input_dim == 13 * 3 * 11  # the demo recipe adds deltas and delta-deltas
+    assert cli.model.hparams.num_senones == 12
     assert cli.model.hparams.nonlinearity == "tanh"
     assert list((version / "dispersion").glob("*.png"))
 

@@ -1,0 +1,281 @@
+"""From a checkpoint and a data directory to scaled log-likelihoods, words and word error rate.
+
+A checkpoint of :class:`~lightning_rectifier.SenoneClassifier` trained with :class:`AlignedFramesDataModule` holds
+everything needed to turn a new data directory into network input (CMVN mode, deltas, context, feature dimension)
+and the senone priors, so decoding needs no access to the training data. The decoding graph is a Kaldi ``HCLG.fst``
+(with ``words.txt`` and, for transition-id graphs, ``final.mdl``), a graph file labelled with senone ids + 1, or, for
+models trained on the embedded demo corpus, the corpus's digit grammar built from its senone lexicon.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+
+from lightning_rectifier.data.datamodule import AlignedFramesDataModule
+from lightning_rectifier.data.demo import PREFIX as DEMO_PREFIX
+from lightning_rectifier.module import SenoneClassifier
+
+log = logging.getLogger(__name__)
+Precision = Literal["32", "bf16"]
+
+
+@dataclass
+class AcousticModel:
+    """A trained model with the data settings it was trained with (from its checkpoint)."""
+
+    model: SenoneClassifier
+    data_hparams: dict[str, Any]
+    data_state: dict[str, Any]
+    path: str = ""
+
+    @classmethod
+    def load(cls, checkpoint: str | os.PathLike[str], map_location: str | torch.device = "cpu") -> AcousticModel:
+        """Loads a checkpoint written by ``lightning-rectifier fit`` (or any fit with the project's datamodule).
+
+        Raises:
+            FileNotFoundError: If the file does not exist.
+            ValueError: If it is not a SenoneClassifier checkpoint with the datamodule's settings.
+        """
+        path = Path(checkpoint)
+        if not path.is_file():
+            raise FileNotFoundError(f"checkpoint {str(path)!r} does not exist")
+        raw = torch.load(path, map_location=map_location, weights_only=False)
+        if not isinstance(raw, dict) or "state_dict" not in raw or "hyper_parameters" not in raw:
+            raise ValueError(
+                f"{path}: not a Lightning checkpoint of a SenoneClassifier (no state_dict/hyper_parameters)"
+            )
+        data_hparams = raw.get("datamodule_hyper_parameters")
+        if data_hparams is None:
+            raise ValueError(
+                f"{path}: the checkpoint has no datamodule settings (CMVN, deltas, context); it must come from a fit"
+                " with AlignedFramesDataModule"
+            )
+        model = SenoneClassifier.load_from_checkpoint(path, map_location=map_location)
+        model.eval()
+        hparams = {k: v for k, v in dict(data_hparams).items() if not k.startswith("_")}
+        return cls(model, hparams, dict(raw.get(AlignedFramesDataModule.__qualname__, {})), str(path))
+
+    @property
+    def num_senones(self) -> int:
+        """Network outputs."""
+        return int(self.model.hparams.num_senones)
+
+    @property
+    def trained_on_demo(self) -> bool:
+        """Whether the model was trained on the embedded demo corpus."""
+        return str(self.data_hparams.get("train_dir", "")).startswith(DEMO_PREFIX)
+
+    def datamodule(self, data_dir: str, **overrides: Any) -> AlignedFramesDataModule:
+        """A datamodule preparing ``data_dir`` exactly as the training data was prepared."""
+        hparams = {**self.data_hparams, "predict_dir": data_dir, **overrides}
+        dm = AlignedFramesDataModule(**hparams)
+        dm.load_state_dict(self.data_state)
+        return dm
+
+
+def compute_loglikelihoods(
+    model: AcousticModel,
+    data_dir: str,
+    *,
+    device: str = "auto",
+    precision: Precision = "32",
+    max_frames: int = 8192,
+) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """Scaled log-likelihoods ``log p(s|x) - log p(s)`` and log-posteriors of every utterance of ``data_dir``.
+
+    Args:
+        model: The trained model.
+        data_dir: A Kaldi data directory (``feats.scp`` at least; prepared like the training data).
+        device: ``"auto"`` (CUDA when available), ``"cpu"``, ``"cuda"``...
+        precision: ``"32"`` or ``"bf16"`` (autocast; on GPUs).
+        max_frames: Frames per forward pass (whole utterances are packed).
+
+    Returns:
+        (log-likelihoods, log-posteriors), each utterance -> float32 (frames, senones).
+
+    Raises:
+        ValueError: If the data's feature dimension is not the model's.
+    """
+    target = torch.device(
+        "cuda" if device == "auto" and torch.cuda.is_available() else "cpu" if device == "auto" else device
+    )
+    dm = model.datamodule(data_dir, eval_batch_size=max_frames, store_device="cpu")
+    if dm.feat_dim != model.model.hparams.input_dim:
+        raise ValueError(
+            f"{data_dir}: prepared features have dimension {dm.feat_dim}, the model {model.path} expects"
+            f" {model.model.hparams.input_dim} (different features or context?)"
+        )
+    dm.setup("predict")
+    network = model.model.to(target)
+    if not bool(network.has_priors):
+        log.warning("%s has no senone priors: log-likelihoods equal log-posteriors", model.path)
+    likelihoods: dict[str, np.ndarray] = {}
+    posteriors: dict[str, np.ndarray] = {}
+    autocast = torch.autocast(target.type, dtype=torch.bfloat16, enabled=precision == "bf16")
+    with torch.inference_mode(), autocast:
+        for batch in dm.predict_dataloader():
+            batch = batch._replace(features=batch.features.to(target, non_blocking=True))
+            for scores in network.predict_step(batch, 0):
+                likelihoods[scores.key] = scores.log_likelihoods.numpy()
+                posteriors[scores.key] = scores.log_posteriors.numpy()
+    return likelihoods, posteriors
+
+
+def demo_graph(num_senones: int, grammar: Literal["word", "loop"] = "loop", insertion_penalty: float = 0.0) -> Any:
+    """The embedded corpus's digit grammar: its senone lexicon, optional silence, self-loops from its alignments."""
+    from lightning_rectifier.data.demo import lexicon_path, resolve_data_dir, silence_senones
+    from lightning_rectifier.data.kaldi_io import read_alignments
+    from lightning_rectifier.decode import build_graph, estimate_self_loop_probs
+    from lightning_rectifier.lexicon import read_lexicon
+
+    alignments = [v for _, v in read_alignments(f"scp:{resolve_data_dir('fsdd:train')}/ali.scp")]
+    return build_graph(
+        read_lexicon(lexicon_path()),
+        grammar,
+        num_senones=num_senones,
+        silence=[list(silence_senones())],
+        self_loop_prob=estimate_self_loop_probs(alignments, num_senones),
+        insertion_penalty=insertion_penalty,
+    )
+
+
+def load_graph(
+    graph: str,
+    *,
+    num_senones: int,
+    words: str | None = None,
+    transition_model: str | None = None,
+) -> Any:
+    """A Kaldi ``HCLG.fst`` over transition-ids (with ``transition_model``) or a graph over senone ids + 1."""
+    from lightning_rectifier.decode import DecodingGraph, read_kaldi_graph, read_words
+
+    if transition_model is not None:
+        return read_kaldi_graph(graph, transition_model, words)
+    words_path = words or str(Path(graph).parent / "words.txt")
+    return DecodingGraph.read(graph, read_words(words_path), num_senones)
+
+
+@dataclass
+class DecodeReport:
+    """What ``decode`` did: hypotheses, WER (when the data has transcripts) and the settings used."""
+
+    hypotheses: dict[str, str]
+    wer: dict[str, Any] | None
+    settings: dict[str, Any]
+    files: list[str] = field(default_factory=list)
+
+
+def decode_directory(
+    checkpoint: str,
+    data_dir: str,
+    out_dir: str,
+    *,
+    graph: str | None = None,
+    words: str | None = None,
+    transition_model: str | None = None,
+    grammar: Literal["word", "loop"] = "loop",
+    acoustic_scale: float = 0.1,
+    insertion_penalty: float = 0.0,
+    beam: float = 13.0,
+    max_active: int = 7000,
+    num_workers: int = 0,
+    tune_dir: str | None = None,
+    write_loglikes: bool = False,
+    device: str = "auto",
+    precision: Precision = "32",
+) -> DecodeReport:
+    """Decodes a data directory with a trained model: ``hyp.txt``, ``ali.ark`` and, given a transcript, ``wer.json``.
+
+    With ``tune_dir`` (a validation data directory with a ``text``), acoustic scale and insertion penalty are first
+    chosen by a grid search there (as Kaldi's scoring does over LM weight and word insertion penalty).
+    When the checkpoint sits in ``runs/<name>/checkpoints``, ``wer.json`` is also copied into the run's latest
+    ``version_<N>/decode/`` so that ``lightning-rectifier compare`` puts WER in the paper's table.
+    """
+    from lightning_rectifier.data.datadir import read_kaldi_map
+    from lightning_rectifier.data.demo import resolve_data_dir
+    from lightning_rectifier.data.kaldi_io import write_alignments
+    from lightning_rectifier.decode import Decoder, DecoderOptions, grid_search, word_error_rate, write_text
+    from lightning_rectifier.decode.export import write_loglikelihoods
+
+    model = AcousticModel.load(checkpoint)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    if graph is None:
+        if not model.trained_on_demo:
+            raise ValueError(
+                f"{checkpoint}: no --graph given, and the model was not trained on the embedded demo corpus whose"
+                " digit grammar would be used; pass --graph HCLG.fst --words words.txt [--transition_model final.mdl]"
+            )
+
+        def build(penalty: float) -> Any:
+            return demo_graph(model.num_senones, grammar, penalty)
+
+        decoding_graph = build(insertion_penalty)
+    else:
+        decoding_graph = load_graph(
+            graph, num_senones=model.num_senones, words=words, transition_model=transition_model
+        )
+
+        def build(penalty: float) -> Any:
+            return decoding_graph.with_insertion_penalty(penalty)
+
+    settings: dict[str, Any] = {"acoustic_scale": acoustic_scale, "insertion_penalty": insertion_penalty}
+    if tune_dir is not None:
+        tune_likelihoods, _ = compute_loglikelihoods(model, tune_dir, device=device, precision=precision)
+        references = read_kaldi_map(Path(resolve_data_dir(tune_dir)) / "text", multi=True)
+        search = grid_search(
+            build,
+            tune_likelihoods,
+            references,
+            options=DecoderOptions(beam=beam, max_active=max_active),
+            num_workers=num_workers,
+        )
+        settings = {"acoustic_scale": search.acoustic_scale, "insertion_penalty": search.insertion_penalty}
+        (out / "grid.json").write_text(json.dumps(search.to_dict(), indent=2) + "\n")
+        log.info("tuned on %s: acoustic scale %s, insertion penalty %s", tune_dir, *settings.values())
+        if settings["insertion_penalty"] != insertion_penalty:
+            decoding_graph = build(settings["insertion_penalty"])
+    likelihoods, _ = compute_loglikelihoods(model, data_dir, device=device, precision=precision)
+    if write_loglikes:
+        write_loglikelihoods(f"ark,scp:{out / 'loglikes.ark'},{out / 'loglikes.scp'}", likelihoods)
+    decoder = Decoder(
+        decoding_graph, DecoderOptions(beam=beam, max_active=max_active, acoustic_scale=settings["acoustic_scale"])
+    )
+    result = decoder.decode_many(likelihoods, num_workers=num_workers)
+    hypotheses = result.text()
+    write_text(out / "hyp.txt", hypotheses)
+    write_alignments(
+        f"ark,scp:{out / 'ali.ark'},{out / 'ali.scp'}", ((k, h.alignment) for k, h in result.hypotheses.items())
+    )
+    log.info(
+        "decoded %d utterances (%d frames) at %.0f frames/s (%.0fx real time), %d without a final state",
+        len(hypotheses),
+        result.num_frames,
+        result.frames_per_second,
+        1.0 / max(result.real_time_factor, 1e-12),
+        len(result.not_final),
+    )
+    files = ["hyp.txt", "ali.ark", "ali.scp"] + (["loglikes.ark", "loglikes.scp"] if write_loglikes else [])
+    wer = None
+    text_file = Path(resolve_data_dir(data_dir)) / "text"
+    if text_file.exists():
+        scored = word_error_rate(read_kaldi_map(text_file, multi=True), hypotheses)
+        wer = {**scored.to_dict(), **settings, "data_dir": data_dir, "checkpoint": str(checkpoint)}
+        (out / "wer.json").write_text(json.dumps(wer, indent=2) + "\n")
+        files.append("wer.json")
+        log.info("%s", scored)
+        run = Path(checkpoint).resolve().parent
+        if run.name == "checkpoints":
+            versions = sorted(run.parent.glob("version_*"), key=lambda p: int(p.name.split("_")[1]))
+            if versions:
+                (versions[-1] / "decode").mkdir(exist_ok=True)
+                (versions[-1] / "decode" / "wer.json").write_text(json.dumps(wer, indent=2) + "\n")
+    return DecodeReport(hypotheses, wer, settings, files)

@@ -1,0 +1,133 @@
+"""Decoding a trained model: the demo corpus's isolated and connected digits, graphs from files, Kaldi export."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import kaldi_native_io
+import lightning as L
+import numpy as np
+import pytest
+import torch
+from lightning.pytorch.callbacks import ModelCheckpoint
+
+from lightning_rectifier.cli import main
+from lightning_rectifier.data.datamodule import AlignedFramesDataModule
+from lightning_rectifier.inference import AcousticModel, compute_loglikelihoods, decode_directory, demo_graph
+from lightning_rectifier.module import SenoneClassifier
+
+pytest.importorskip("kaldi_decoder")
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory) -> Path:
+    """A small ReLU network trained for one epoch (about 420 steps, seconds) on the embedded corpus's training split."""
+    root = tmp_path_factory.mktemp("demo")
+    L.seed_everything(0)
+    dm = AlignedFramesDataModule(valid_fraction=0.05, valid_split="utterance", delta_order=2, batch_size=256)
+    model = SenoneClassifier(dm.feat_dim, dm.num_senones, hidden_dim=128, num_layers=2, learning_rate=0.02)
+    trainer = L.Trainer(
+        accelerator="cpu",
+        max_epochs=1,
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=[ModelCheckpoint(dirpath=root / "run" / "checkpoints", save_last=True, save_top_k=0)],
+        default_root_dir=root,
+    )
+    trainer.fit(model, datamodule=dm)
+    return root / "run" / "checkpoints" / "last.ckpt"
+
+
+def test_isolated_digits_decode_far_below_chance(checkpoint: Path, tmp_path: Path) -> None:
+    report = decode_directory(str(checkpoint), "fsdd:test", str(tmp_path), grammar="word")
+    wer = json.loads((tmp_path / "wer.json").read_text())
+    assert wer["num_words"] == 300 and wer["insertions"] == 0 and wer["deletions"] == 0
+    assert wer["wer"] < 0.15  # chance: 0.9
+    hyp = dict(line.split(" ", 1) for line in (tmp_path / "hyp.txt").read_text().splitlines())
+    assert len(hyp) == 300 and report.hypotheses["george_0_00"] == hyp["george_0_00"].strip()
+    alignments = dict(kaldi_native_io.SequentialInt32VectorReader(f"scp:{tmp_path / 'ali.scp'}"))
+    model = AcousticModel.load(checkpoint)
+    loglikes, _ = compute_loglikelihoods(model, "fsdd:test")
+    assert {k: len(v) for k, v in alignments.items()} == {k: len(v) for k, v in loglikes.items()}
+
+
+def test_connected_digits_have_insertions_and_deletions_to_measure(checkpoint: Path, tmp_path: Path) -> None:
+    decode_directory(str(checkpoint), "fsdd:test_connected", str(tmp_path), grammar="loop")
+    wer = json.loads((tmp_path / "wer.json").read_text())
+    assert wer["num_words"] == 268
+    assert wer["wer"] < 0.3  # a digit loop would score ~1.0 by chance
+    # with a huge insertion penalty words get deleted: WER goes up and deletions appear
+    penalised = decode_directory(str(checkpoint), "fsdd:test_connected", str(tmp_path / "p"), insertion_penalty=50.0)
+    assert penalised.wer is not None and penalised.wer["deletions"] > wer["deletions"]
+
+
+def test_likelihoods_are_posteriors_over_priors_and_export_for_kaldi(checkpoint: Path, tmp_path: Path) -> None:
+    model = AcousticModel.load(checkpoint)
+    likelihoods, posteriors = compute_loglikelihoods(model, "fsdd:test_connected")
+    priors = model.data_state["priors"].numpy()
+    key = next(iter(likelihoods))
+    np.testing.assert_allclose(
+        likelihoods[key], posteriors[key] - np.log(priors).astype(np.float32), rtol=1e-5, atol=1e-4
+    )
+    np.testing.assert_allclose(np.exp(posteriors[key]).sum(1), 1.0, rtol=1e-5)
+    decode_directory(str(checkpoint), "fsdd:test_connected", str(tmp_path), write_loglikes=True)
+    reader = kaldi_native_io.SequentialFloatMatrixReader(f"scp:{tmp_path / 'loglikes.scp'}")
+    exported = {key: np.array(matrix) for key, matrix in reader}  # the reader reuses its buffer: copy
+    assert sorted(exported) == sorted(likelihoods)
+    np.testing.assert_allclose(exported[key], likelihoods[key], rtol=1e-6)
+
+
+def test_a_graph_file_decodes_like_the_built_in_grammar(checkpoint: Path, tmp_path: Path) -> None:
+    model = AcousticModel.load(checkpoint)
+    demo_graph(model.num_senones, "loop").write(tmp_path / "G.fst", tmp_path / "words.txt")
+    built_in = decode_directory(str(checkpoint), "fsdd:test_connected", str(tmp_path / "a"))
+    from_file = decode_directory(
+        str(checkpoint),
+        "fsdd:test_connected",
+        str(tmp_path / "b"),
+        graph=str(tmp_path / "G.fst"),
+        words=str(tmp_path / "words.txt"),
+    )
+    assert from_file.hypotheses == built_in.hypotheses
+
+
+def test_decode_command_and_tuning(checkpoint: Path, tmp_path: Path, capsys) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        main(
+            [
+                "decode",
+                "--ckpt_path",
+                str(checkpoint),
+                "--data_dir",
+                "fsdd:test_connected",
+                "--out_dir",
+                str(tmp_path),
+                "--tune_dir",
+                "fsdd:test_speakers",
+                "--grammar",
+                "loop",
+            ]
+        )
+    assert exit_.value.code == 0
+    assert "WER" in capsys.readouterr().out
+    grid = json.loads((tmp_path / "grid.json").read_text())
+    assert grid  # the table of WER per (acoustic scale, insertion penalty)
+    assert json.loads((tmp_path / "wer.json").read_text())["acoustic_scale"] in (0.05, 0.1, 0.2, 0.5, 1.0)
+
+
+def test_decoding_without_a_graph_needs_a_demo_model(tmp_path: Path, ami_data_dir: Path) -> None:
+    model = SenoneClassifier(13 * 11, 5, hidden_dim=4, num_layers=1)
+    dm = AlignedFramesDataModule(train_dir=str(ami_data_dir), num_senones=5, valid_fraction=0)
+    torch.save(
+        {
+            "state_dict": model.state_dict(),
+            "hyper_parameters": dict(model.hparams),
+            "datamodule_hyper_parameters": dict(dm.hparams),
+            "pytorch-lightning_version": L.__version__,
+        },
+        tmp_path / "model.ckpt",
+    )
+    with pytest.raises(ValueError, match="no --graph given"):
+        decode_directory(str(tmp_path / "model.ckpt"), str(ami_data_dir), str(tmp_path / "out"))
