@@ -11,7 +11,7 @@ from lightning_rectifier.module import SenoneClassifier
 
 
 @pytest.fixture(scope="module")
-def trained() -> dict[str, dict[str, float]]:
+def trained(tmp_path_factory) -> dict[str, dict[str, float]]:
     """tanh, ReL and leaky-ReL networks (2 x 128) after one epoch each; their last validation metrics."""
     dm = AlignedFramesDataModule(valid_fraction=0.1, valid_split="utterance", delta_order=2, batch_size=256)
     results = {}

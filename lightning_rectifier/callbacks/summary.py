@@ -69,7 +69,11 @@ class RunSummary(Callback):
             "final": {k: self.last.get(k) for k in ("val/frame_error", "val/frame_accuracy", "val/loss")},
             "layers": {str(i): layers[i] for i in sorted(layers)},
             "best_checkpoint": next((cb.best_model_path for cb in checkpoints if cb.best_model_path), None),
-            "last_checkpoint": next((cb.last_model_path for cb in checkpoints if cb.last_model_path), None),
+            "last_checkpoint": max(
+                (cb.last_model_path for cb in checkpoints if cb.last_model_path and Path(cb.last_model_path).exists()),
+                key=lambda path: Path(path).stat().st_mtime,
+                default=None,
+            ),
             "log_dir": trainer.log_dir,
             "global_step": trainer.global_step,
             "epochs": trainer.current_epoch,

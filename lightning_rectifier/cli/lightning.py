@@ -7,9 +7,9 @@ What it adds to LightningCLI:
   embedded FSDD corpus) so that ``lightning-rectifier fit`` runs out of the box;
 - runs named after their configuration (``relu-3x512``) under ``runs/``, a CSV logger and a W&B logger (offline
   when no API key is configured, so nothing prompts or blocks; ``--wandb false`` turns it off);
-- checkpoints in ``runs/<name>/checkpoints`` (best by ``val/loss``, and ``last.ckpt`` every
-  ``--checkpoint_every_n_steps`` steps and at each validation), so ``fit --ckpt_path last`` resumes an interrupted
-  run, mid-epoch included, exactly where it stopped;
+- checkpoints in ``runs/<name>/checkpoints``: the best by ``val/loss`` and ``last.ckpt`` at each validation, and
+  ``steps/last.ckpt`` every ``--checkpoint_every_n_steps`` steps, so ``fit --ckpt_path last`` (the newest of the
+  two) resumes an interrupted run, mid-epoch included, exactly where it stopped;
 - a ``DispersionMonitor`` and a one-screen ``RunSummary`` at the end.
 """
 
@@ -90,8 +90,8 @@ class RectifierCLI(LightningCLI):
                 save_top_k=1,
                 save_last=True,
             ),
-            ModelCheckpoint(
-                dirpath=root / self._run_name() / "checkpoints",
+            ModelCheckpoint(  # resume point between validations; `--ckpt_path last` takes the newest last.ckpt
+                dirpath=root / self._run_name() / "checkpoints" / "steps",
                 every_n_train_steps=config.get("checkpoint_every_n_steps") or None,
                 save_top_k=0,
                 save_last=True,

@@ -105,10 +105,12 @@ def test_resume_after_a_kill_mid_epoch_matches_an_uninterrupted_run(labelled_dir
     )
     assert killed.returncode != 0  # SIGKILL
     checkpoints = tmp_path / "resumed" / "relu-2x16" / "checkpoints"
-    assert torch.load(checkpoints / "last.ckpt", weights_only=False)["global_step"] == 20
+    assert torch.load(checkpoints / "steps" / "last.ckpt", weights_only=False)["global_step"] == 20
     _cli(*_fit_args(labelled_dir, tmp_path / "resumed", *common), "--ckpt_path=last", cwd=tmp_path)
-    straight = torch.load(tmp_path / "straight" / "relu-2x16" / "checkpoints" / "last.ckpt", weights_only=False)
-    resumed = torch.load(checkpoints / "last.ckpt", weights_only=False)
+    straight = torch.load(
+        tmp_path / "straight" / "relu-2x16" / "checkpoints" / "steps" / "last.ckpt", weights_only=False
+    )
+    resumed = torch.load(checkpoints / "steps" / "last.ckpt", weights_only=False)
     assert straight["global_step"] == resumed["global_step"] == 40
     for name, tensor in straight["state_dict"].items():
         torch.testing.assert_close(resumed["state_dict"][name], tensor, rtol=0, atol=1e-6, msg=name)
