@@ -66,7 +66,7 @@ class AcousticModel:
     @property
     def num_senones(self) -> int:
         """Network outputs."""
-        return int(self.model.hparams.num_senones)
+        return int(self.model._h.num_senones)
 
     @property
     def trained_on_demo(self) -> bool:
@@ -108,10 +108,10 @@ def compute_loglikelihoods(
         "cuda" if device == "auto" and torch.cuda.is_available() else "cpu" if device == "auto" else device
     )
     dm = model.datamodule(data_dir, eval_batch_size=max_frames, store_device="cpu")
-    if dm.feat_dim != model.model.hparams.input_dim:
+    if dm.feat_dim != model.model._h.input_dim:
         raise ValueError(
             f"{data_dir}: prepared features have dimension {dm.feat_dim}, the model {model.path} expects"
-            f" {model.model.hparams.input_dim} (different features or context?)"
+            f" {model.model._h.input_dim} (different features or context?)"
         )
     dm.setup("predict")
     network = model.model.to(target)
@@ -141,7 +141,7 @@ def demo_graph(num_senones: int, grammar: Literal["word", "loop"] = "loop", inse
         read_lexicon(lexicon_path()),
         grammar,
         num_senones=num_senones,
-        silence=[list(silence_senones())],
+        silence=list(silence_senones()),
         self_loop_prob=estimate_self_loop_probs(alignments, num_senones),
         insertion_penalty=insertion_penalty,
     )

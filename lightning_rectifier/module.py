@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from typing import Any, Literal, NamedTuple
+from typing import Any, Literal, NamedTuple, cast
 
 import lightning as L
 import torch
@@ -115,6 +115,17 @@ class SenoneClassifier(L.LightningModule):
             }
         )
 
+    log_priors: Tensor
+    has_priors: Tensor
+
+    @property
+    def _h(self) -> Any:
+        """The saved hyperparameters with attribute access (Lightning types them as a plain mapping)."""
+        return self.hparams
+
+    def _metrics(self, stage: str) -> dict[str, Any]:
+        return dict(cast(torch.nn.ModuleDict, self.metrics[stage]).items())
+
     # ------------------------------------------------------------------ the network
 
     @property
@@ -162,20 +173,20 @@ class SenoneClassifier(L.LightningModule):
     def _evaluate(self, stage: str, batch: Any) -> None:
         features, targets = self._unpack(batch)
         logits, hidden = self.model(features, return_hidden=True)
-        metrics = self.metrics[stage]
+        metrics = self._metrics(stage)
         metrics["loss"].update(logits, targets)
         metrics["frame_error"].update(logits, targets)
         for i, h in enumerate(hidden):
             metrics[f"layer_{i + 1}"].update(h)
 
     def _log_evaluation(self, stage: str) -> None:
-        metrics = self.metrics[stage]
+        metrics = self._metrics(stage)
         values: dict[str, Tensor] = {
             f"{stage}/loss": metrics["loss"].compute(),
             f"{stage}/frame_error": metrics["frame_error"].compute(),
         }
         values[f"{stage}/frame_accuracy"] = 1.0 - values[f"{stage}/frame_error"]
-        for i in range(self.hparams.num_layers):
+        for i in range(self._h.num_layers):
             layer = metrics[f"layer_{i + 1}"].compute()
             values[f"{stage}/layer_{i + 1}/activation_probability"] = layer["mean_activation_probability"]
             values[f"{stage}/layer_{i + 1}/dispersion"] = layer["dispersion"]
@@ -225,12 +236,13 @@ class SenoneClassifier(L.LightningModule):
 
     def configure_optimizers(self) -> Any:
         """The injected optimizer (default: SGD, Nesterov momentum) and scheduler; plateau ones watch ``monitor``."""
+        optimizer: torch.optim.Optimizer
         if self.optimizer_factory is None:
             optimizer = torch.optim.SGD(
                 self.parameters(),
-                lr=self.hparams.learning_rate,
-                momentum=self.hparams.momentum,
-                nesterov=self.hparams.momentum > 0,
+                lr=self._h.learning_rate,
+                momentum=self._h.momentum,
+                nesterov=self._h.momentum > 0,
             )
         else:
             optimizer = self.optimizer_factory(self.parameters())
@@ -239,7 +251,7 @@ class SenoneClassifier(L.LightningModule):
         scheduler = self.scheduler_factory(optimizer)
         config: dict[str, Any] = {"scheduler": scheduler, "interval": "epoch"}
         if isinstance(scheduler, ReduceLROnPlateau):
-            config["monitor"] = self.hparams.monitor
+            config["monitor"] = self._h.monitor
         return {"optimizer": optimizer, "lr_scheduler": config}
 
     def lr_scheduler_step(self, scheduler: Any, metric: Any) -> None:

@@ -174,25 +174,30 @@ class AlignedFramesDataModule(L.LightningDataModule):
         self.stores: dict[str, FrameStore] = {}
         self.reports: dict[str, LoadReport] = {}
 
+    @property
+    def _h(self) -> Any:
+        """The saved hyperparameters with attribute access (Lightning types them as a plain mapping)."""
+        return self.hparams
+
     # ---------------------------------------------------------------- cheap properties (headers only)
 
     def data_dir(self, path: str) -> KaldiDataDir:
         """The (cached) :class:`KaldiDataDir` at ``path`` (``fsdd:<split>``: the embedded corpus)."""
         if path not in self._dirs:
-            self._dirs[path] = KaldiDataDir.load(resolve_data_dir(path), allow_pipes=self.hparams.allow_pipes)
+            self._dirs[path] = KaldiDataDir.load(resolve_data_dir(path), allow_pipes=self._h.allow_pipes)
         return self._dirs[path]
 
     @property
     def transition_model(self) -> TransitionModel | None:
         """The parsed ``transition_model``, if one was given."""
-        if self._transition_model is None and self.hparams.transition_model is not None:
-            self._transition_model = TransitionModel.read(self.hparams.transition_model)
+        if self._transition_model is None and self._h.transition_model is not None:
+            self._transition_model = TransitionModel.read(self._h.transition_model)
         return self._transition_model
 
     @property
     def raw_feat_dim(self) -> int:
         """Dimension of the features on disk."""
-        return self.data_dir(self.hparams.train_dir).feat_dim
+        return self.data_dir(self._h.train_dir).feat_dim
 
     @property
     def feat_dim(self) -> int:
@@ -220,13 +225,13 @@ class AlignedFramesDataModule(L.LightningDataModule):
                 self.setup("fit")
             labels = self.stores["train"].labels
             assert labels is not None
-            self._priors = senone_priors(labels, self.num_senones, self.hparams.prior_floor)
+            self._priors = senone_priors(labels, self.num_senones, self._h.prior_floor)
         return self._priors
 
     # ---------------------------------------------------------------- loading
 
     def _alignment_spec(self, split: str) -> str | list[str]:
-        h = self.hparams
+        h = self._h
         spec = {"train": h.alignments, "valid": h.valid_alignments or h.alignments, "test": h.test_alignments}[split]
         if spec is None:
             directory = {"train": h.train_dir, "valid": h.valid_dir or h.train_dir, "test": h.test_dir}[split]
@@ -239,7 +244,7 @@ class AlignedFramesDataModule(L.LightningDataModule):
         if key not in self._alignment_cache:
             alignments: dict[str, np.ndarray] = {}
             for utterance, labels in read_alignments(
-                spec, transition_model=self.transition_model, allow_pipes=self.hparams.allow_pipes
+                spec, transition_model=self.transition_model, allow_pipes=self._h.allow_pipes
             ):
                 if utterance in alignments:
                     raise KaldiDataError(f"{spec}: utterance {utterance!r} has two alignments")
@@ -248,7 +253,7 @@ class AlignedFramesDataModule(L.LightningDataModule):
         return self._alignment_cache[key]
 
     def _load(self, split: str, directory: str, utterances: Sequence[str] | None, labelled: bool) -> None:
-        h = self.hparams
+        h = self._h
         data = self.data_dir(directory)
         alignments = self._alignments(split) if labelled else None
         if self.pipeline.cmvn == "global" and self._global_cmvn is None:
@@ -272,7 +277,7 @@ class AlignedFramesDataModule(L.LightningDataModule):
 
     def setup(self, stage: str | None = None) -> None:
         """Loads the stores the stage needs (on every process; each holds the whole set in memory)."""
-        h = self.hparams
+        h = self._h
         if stage in ("fit", "validate", None) and "train" not in self.stores:
             train = self.data_dir(h.train_dir)
             train_utts: list[str] | None = None
@@ -300,7 +305,7 @@ class AlignedFramesDataModule(L.LightningDataModule):
         if trainer is None:
             return 0, 1
         device = trainer.strategy.root_device
-        if self.hparams.store_device == "auto" and device.type != "cpu":
+        if self._h.store_device == "auto" and device.type != "cpu":
             store.to(device)
         return trainer.global_rank, trainer.world_size
 
@@ -314,7 +319,7 @@ class AlignedFramesDataModule(L.LightningDataModule):
         store = self._store("train")
         rank, world = self._placement(store)
         return FrameLoader(
-            store, self.hparams.batch_size, shuffle=True, seed=self.hparams.seed, rank=rank, world_size=world
+            store, self._h.batch_size, shuffle=True, seed=self._h.seed, rank=rank, world_size=world
         )
 
     def val_dataloader(self) -> FrameLoader | list[Any]:
@@ -323,19 +328,19 @@ class AlignedFramesDataModule(L.LightningDataModule):
             return []
         store = self.stores["valid"]
         rank, world = self._placement(store)
-        return FrameLoader(store, self.hparams.eval_batch_size, shuffle=False, rank=rank, world_size=world)
+        return FrameLoader(store, self._h.eval_batch_size, shuffle=False, rank=rank, world_size=world)
 
     def test_dataloader(self) -> FrameLoader:
         """Test frames in order."""
         store = self._store("test")
         rank, world = self._placement(store)
-        return FrameLoader(store, self.hparams.eval_batch_size, shuffle=False, rank=rank, world_size=world)
+        return FrameLoader(store, self._h.eval_batch_size, shuffle=False, rank=rank, world_size=world)
 
     def predict_dataloader(self) -> UtteranceLoader:
         """Whole utterances of the prediction set, packed up to ``eval_batch_size`` frames."""
         store = self._store("predict")
         rank, world = self._placement(store)
-        return UtteranceLoader(store, self.hparams.eval_batch_size, rank=rank, world_size=world)
+        return UtteranceLoader(store, self._h.eval_batch_size, rank=rank, world_size=world)
 
     # ---------------------------------------------------------------- checkpointed state
 
