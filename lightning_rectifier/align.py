@@ -39,17 +39,10 @@ import numpy as np
 import torch
 import torchaudio.functional
 
+from lightning_rectifier._runtime import c_sorted, progress_bar, torch_threads
+from lightning_rectifier.audio import AudioError, list_utterances, load_utterance, read_kaldi_table
 from lightning_rectifier.data.errors import KaldiDataError, refuse_pipe
-from lightning_rectifier.features import (
-    AudioError,
-    FeatureConfig,
-    _c_sorted,
-    _progress_bar,
-    _torch_threads,
-    list_utterances,
-    load_utterance,
-    read_kaldi_table,
-)
+from lightning_rectifier.features import FeatureConfig
 from lightning_rectifier.features import num_frames as count_frames
 
 __all__ = [
@@ -570,14 +563,14 @@ def align_data_dir(
         refuse_pipe(utt.spec, allow_pipes=allow_pipes, source=utt.source)
     summary = AlignSummary(out_dir=out)
     summary.without_text = [u.utt_id for u in utts if u.utt_id not in texts]
-    summary.text_without_audio = _c_sorted(set(texts) - {u.utt_id for u in utts})
+    summary.text_without_audio = c_sorted(set(texts) - {u.utt_id for u in utts})
     todo = [u for u in utts if u.utt_id in texts]
     out.mkdir(parents=True, exist_ok=True)
     phones_ctm: list[tuple[str, Segment]] = []
     words_ctm: list[tuple[str, Segment]] = []
     writer = kaldi_native_io.Int32VectorWriter(f"ark,scp:{out / 'ali.ark'},{out / 'ali.scp'}")
     try:
-        with _torch_threads(1), _progress_bar(progress, len(todo), "aligning") as advance:
+        with torch_threads(1), progress_bar(progress, len(todo), "aligning") as advance:
             for utt in todo:
                 try:
                     wave, rate = load_utterance(utt, channel=config.channel, allow_pipes=allow_pipes)

@@ -17,7 +17,8 @@ from lightning_rectifier.align import (
     align_data_dir,
 )
 from lightning_rectifier.data.errors import KaldiDataError
-from lightning_rectifier.features import compute_mfcc, prepare_data_dir
+from lightning_rectifier.features import compute_mfcc
+from lightning_rectifier.prepare import prepare_data_dir
 
 FSDD = Path(__file__).parent / "fixtures" / "fsdd"
 WAVS = sorted(FSDD.glob("*.wav"))

@@ -110,7 +110,7 @@ def prepare(argv: Sequence[str]) -> int:
     parser.add_argument("--no_progress", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
     _logging()
-    from lightning_rectifier.features import prepare_data_dir
+    from lightning_rectifier.prepare import prepare_data_dir
 
     summary = prepare_data_dir(
         args.wav_scp or args.audio_dir,

@@ -318,9 +318,7 @@ class AlignedFramesDataModule(L.LightningDataModule):
         """Shuffled spliced frames, a fresh permutation per epoch."""
         store = self._store("train")
         rank, world = self._placement(store)
-        return FrameLoader(
-            store, self._h.batch_size, shuffle=True, seed=self._h.seed, rank=rank, world_size=world
-        )
+        return FrameLoader(store, self._h.batch_size, shuffle=True, seed=self._h.seed, rank=rank, world_size=world)
 
     def val_dataloader(self) -> FrameLoader | list[Any]:
         """Validation frames in order (every frame exactly once across processes)."""

@@ -31,7 +31,8 @@ from lightning_rectifier.data.kaldi_io import (
     write_alignments,
     write_features,
 )
-from lightning_rectifier.features import FeatureConfig, compute_mfcc, prepare_data_dir
+from lightning_rectifier.features import FeatureConfig, compute_mfcc
+from lightning_rectifier.prepare import prepare_data_dir
 from lightning_rectifier.lexicon import lexicon_from_alignments, read_ctm, write_lexicon
 
 log = logging.getLogger("fsdd")
