@@ -21,7 +21,6 @@ import torch
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import Tensor
 from torch.optim.lr_scheduler import ReduceLROnPlateau
-from torchmetrics import MeanMetric
 
 from lightning_rectifier.metrics import Dispersion, FrameCrossEntropy, FrameErrorRate
 from lightning_rectifier.metrics.functional import NONLINEARITIES
@@ -98,7 +97,8 @@ class SenoneClassifier(L.LightningModule):
                 f"nonlinearity {nonlinearity!r} has no activation rule; sparsity metrics count h > 0 as active",
                 stacklevel=2,
             )
-        self.train_loss = MeanMetric()
+        self.register_buffer("train_loss_sum", torch.zeros(()), persistent=False)
+        self.train_frames = 0
         self.metrics = torch.nn.ModuleDict(
             {
                 stage: torch.nn.ModuleDict(
@@ -117,6 +117,7 @@ class SenoneClassifier(L.LightningModule):
 
     log_priors: Tensor
     has_priors: Tensor
+    train_loss_sum: Tensor
 
     @property
     def _h(self) -> Any:
@@ -165,10 +166,28 @@ class SenoneClassifier(L.LightningModule):
         """Frame cross-entropy on a batch of (spliced features, senone labels)."""
         features, targets = self._unpack(batch)
         loss = torch.nn.functional.cross_entropy(self.model(features), targets)
-        self.train_loss.update(loss.detach(), weight=targets.numel())
-        self.log("train/loss", loss, prog_bar=True, batch_size=targets.numel())
-        self.log("train/loss_epoch", self.train_loss, on_step=False, on_epoch=True, batch_size=targets.numel())
+        # no per-step host synchronisation: the epoch's loss accumulates on the device
+        self.train_loss_sum += loss.detach() * targets.numel()
+        self.train_frames += targets.numel()
+        every = getattr(self.trainer, "log_every_n_steps", 1)  # set by Lightning at run time
+        if (self.global_step + 1) % every == 0:  # the steps Lightning sends to loggers
+            self.log("train/loss", loss, prog_bar=True, batch_size=targets.numel())
         return loss
+
+    def on_train_epoch_start(self) -> None:
+        """Starts the epoch's loss average; refuses to go on after a diverged epoch."""
+        value = self.trainer.callback_metrics.get("train/loss_epoch")
+        if value is not None and not math.isfinite(float(value)):
+            raise FloatingPointError(
+                "the training loss is not finite: lower the learning rate or check the features for outliers"
+            )
+        self.train_loss_sum.zero_()
+        self.train_frames = 0
+
+    def on_train_epoch_end(self) -> None:
+        """Logs ``train/loss_epoch``: the frame-weighted epoch mean, averaged over DDP processes (equal shares)."""
+        if self.train_frames:
+            self.log("train/loss_epoch", (self.train_loss_sum / self.train_frames).float(), sync_dist=True)
 
     def _evaluate(self, stage: str, batch: Any) -> None:
         features, targets = self._unpack(batch)
@@ -262,11 +281,3 @@ class SenoneClassifier(L.LightningModule):
             scheduler.step(metric)
         if getattr(scheduler, "should_stop", False):
             self.trainer.should_stop = True
-
-    def on_train_epoch_start(self) -> None:
-        """Guards against a diverged run: a NaN training loss is reported at once."""
-        value = self.trainer.callback_metrics.get("train/loss")
-        if value is not None and not math.isfinite(float(value)):
-            raise FloatingPointError(
-                "the training loss is not finite: lower the learning rate or check the features for outliers"
-            )

@@ -20,7 +20,7 @@ import torch
 from lightning_rectifier.data.archive import MatrixEntry
 from lightning_rectifier.data.datadir import KaldiDataDir
 from lightning_rectifier.data.errors import KaldiDataError, where
-from lightning_rectifier.data.frame_store import FrameStore
+from lightning_rectifier.data.frame_store import FrameStore, FrameStoreBuilder
 from lightning_rectifier.data.kaldi_io import read_matrix
 from lightning_rectifier.data.transforms import add_deltas, cmvn_transform, compute_cmvn_stats
 
@@ -228,13 +228,15 @@ def load_frame_store(
     transforms: dict[str, tuple[np.ndarray, np.ndarray]] = {}
 
     # pass 2: read, check, normalise, write into place
-    total = sum(length for _, length in kept)
-    stored_dim = pipeline.stored_dim(raw_dim)
-    features = torch.empty((total, stored_dim), dtype=_DTYPES[dtype])
-    labels_out = torch.empty(total, dtype=torch.int32) if alignments is not None else None
-    keys: list[str] = []
-    offsets = [0]
-    position = 0
+    builder = FrameStoreBuilder(
+        sum(length for _, length in kept),
+        len(kept),
+        pipeline.stored_dim(raw_dim),
+        left_context=pipeline.left_context,
+        right_context=pipeline.right_context,
+        dtype=_DTYPES[dtype],
+        labelled=alignments is not None,
+    )
     for entry, length in kept:
         source = where(entry.source, entry.key)
         matrix = read_matrix(entry)[:length]
@@ -260,25 +262,11 @@ def load_frame_store(
             matrix = (matrix * scale + offset).astype(np.float32)
         if pipeline.delta_order:
             matrix = add_deltas(matrix, pipeline.delta_order, pipeline.delta_window)
-        features[position : position + length] = torch.from_numpy(matrix)
-        if labels_out is not None and alignments is not None:
-            labels_out[position : position + length] = torch.from_numpy(alignments[entry.key][:length])
-        position += length
-        keys.append(entry.key)
-        offsets.append(position)
-    if position < total:  # utterances skipped in pass 2: their slots stay unused at the end
-        features = features[:position].clone()
-        labels_out = None if labels_out is None else labels_out[:position].clone()
-    report.done, report.frames = len(keys), position
+        targets = None if alignments is None else torch.from_numpy(alignments[entry.key][:length])
+        builder.append(entry.key, torch.from_numpy(matrix), targets)
+    store = builder.finish()
+    report.done, report.frames = store.num_utterances, store.num_frames
     log.debug(report.summary())
-    store = FrameStore(
-        features,
-        labels_out,
-        torch.tensor(offsets, dtype=torch.int64),
-        keys,
-        pipeline.left_context,
-        pipeline.right_context,
-    )
     return store, report
 
 

@@ -296,6 +296,7 @@ class AlignedFramesDataModule(L.LightningDataModule):
             if directory is None:
                 raise ValueError("prediction needs predict_dir (or test_dir / valid_dir) to be set")
             self._load("predict", directory, None, labelled=False)
+        self._alignment_cache.clear()  # the stores hold the labels now
 
     # ---------------------------------------------------------------- loaders
 

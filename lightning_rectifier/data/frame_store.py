@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator
-from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 import torch
@@ -42,14 +41,20 @@ class UtteranceBatch(NamedTuple):
     """(sum of frames,) int64 labels, when the store has labels."""
 
 
-@dataclass
 class FrameStore:
     """A corpus held as contiguous tensors, spliced on demand.
 
-    Attributes:
-        features: (frames, dim) normalised features (float32, float16 or bfloat16).
+    Layout: each utterance is stored with its first frame repeated ``left_context`` times before it and its last
+    frame ``right_context`` times after it (Kaldi's edge rule, written down once). The spliced input of every frame
+    is then one contiguous row of ``(left + 1 + right) * dim`` values in a strided view of the store, and a batch is a
+    single ``index_select`` of such rows, on whatever device the store lives on. The copies cost ``left + right``
+    frames per utterance (about 3% for 300-frame utterances with +-5 frames of context).
+
+    Args:
+        padded: (frames + utterances * (left + right), dim) stored features with the edge copies (float32, float16
+            or bfloat16). Build it with :class:`FrameStoreBuilder` or :meth:`from_utterances`.
         labels: (frames,) int32 senone labels, or None for unlabelled data.
-        offsets: (utterances + 1,) int64 start frame of each utterance, then the total.
+        offsets: (utterances + 1,) int64 first frame of each utterance (without the copies), then the total.
         keys: Utterance ids, in store order.
         left_context: Frames of left context spliced onto each frame.
         right_context: Frames of right context.
@@ -63,32 +68,42 @@ class FrameStore:
                 [10., 10., 10.]])
     """
 
-    features: Tensor
-    labels: Tensor | None
-    offsets: Tensor
-    keys: list[str]
-    left_context: int = 5
-    right_context: int = 5
-
-    def __post_init__(self) -> None:
-        if self.features.ndim != 2:
-            raise ValueError(f"features must be (frames, dim), got shape {tuple(self.features.shape)}")
-        if self.offsets.numel() != len(self.keys) + 1 or int(self.offsets[-1]) != self.features.shape[0]:
+    def __init__(
+        self,
+        padded: Tensor,
+        labels: Tensor | None,
+        offsets: Tensor,
+        keys: list[str],
+        left_context: int = 5,
+        right_context: int = 5,
+    ) -> None:
+        if left_context < 0 or right_context < 0:
+            raise ValueError(f"context must be >= 0, got {left_context}, {right_context}")
+        if padded.ndim != 2 or not padded.is_contiguous():
             raise ValueError(
-                f"offsets must have one entry per utterance plus the total ({len(self.keys) + 1}) and end at the"
-                f" frame count {self.features.shape[0]}, got {self.offsets.numel()} ending at {int(self.offsets[-1])}"
+                f"padded features must be a contiguous (rows, dim) tensor, got shape {tuple(padded.shape)}"
             )
-        if self.labels is not None and self.labels.shape != (self.features.shape[0],):
-            raise ValueError(f"labels must be ({self.features.shape[0]},), got {tuple(self.labels.shape)}")
-        if self.left_context < 0 or self.right_context < 0:
-            raise ValueError(f"context must be >= 0, got {self.left_context}, {self.right_context}")
-        lengths = self.offsets.diff()
+        if offsets.numel() != len(keys) + 1:
+            raise ValueError(
+                f"offsets must have one entry per utterance plus the total ({len(keys) + 1}), got {offsets.numel()}"
+            )
+        lengths = offsets.diff()
         if bool((lengths <= 0).any()):
             raise ValueError("every utterance in a frame store must have at least one frame")
+        num_frames = int(offsets[-1])
+        pad = left_context + right_context
+        if padded.shape[0] != num_frames + len(keys) * pad:
+            raise ValueError(
+                f"padded features must have frames + utterances x (left + right) = {num_frames + len(keys) * pad}"
+                f" rows, got {padded.shape[0]}"
+            )
+        if labels is not None and labels.shape != (num_frames,):
+            raise ValueError(f"labels must be ({num_frames},), got {tuple(labels.shape)}")
+        self.padded, self.labels, self.offsets, self.keys = padded, labels, offsets, keys
+        self.left_context, self.right_context = left_context, right_context
         self.frame_utterance = torch.repeat_interleave(
-            torch.arange(len(self.keys), dtype=torch.int32, device=self.offsets.device), lengths
+            torch.arange(len(keys), dtype=torch.int32, device=offsets.device), lengths
         )
-        self._window = torch.arange(-self.left_context, self.right_context + 1, device=self.features.device)
 
     @classmethod
     def from_utterances(
@@ -102,18 +117,25 @@ class FrameStore:
     ) -> FrameStore:
         """Builds a store from per-utterance tensors (convenient for small data and tests; copies everything)."""
         keys = list(features)
-        lengths = torch.tensor([features[k].shape[0] for k in keys], dtype=torch.int64)
-        offsets = torch.cat([torch.zeros(1, dtype=torch.int64), lengths.cumsum(0)])
-        stacked = torch.cat([torch.as_tensor(features[k]) for k in keys]).to(dtype)
-        stacked_labels = None
-        if labels is not None:
-            stacked_labels = torch.cat([torch.as_tensor(labels[k]) for k in keys]).to(torch.int32)
-        return cls(stacked, stacked_labels, offsets, keys, left_context, right_context)
+        builder = FrameStoreBuilder(
+            sum(int(features[k].shape[0]) for k in keys),
+            len(keys),
+            int(features[keys[0]].shape[1]),
+            left_context=left_context,
+            right_context=right_context,
+            dtype=dtype,
+            labelled=labels is not None,
+        )
+        for key in keys:
+            builder.append(
+                key, torch.as_tensor(features[key]), None if labels is None else torch.as_tensor(labels[key])
+            )
+        return builder.finish()
 
     @property
     def num_frames(self) -> int:
-        """Frames in the store."""
-        return self.features.shape[0]
+        """Frames in the store (without the edge copies)."""
+        return int(self.frame_utterance.numel())
 
     @property
     def num_utterances(self) -> int:
@@ -121,48 +143,62 @@ class FrameStore:
         return len(self.keys)
 
     @property
+    def feat_dim(self) -> int:
+        """Dimension of a stored frame."""
+        return int(self.padded.shape[1])
+
+    @property
     def input_dim(self) -> int:
         """Dimension of a spliced frame: stored dim x (left + 1 + right)."""
-        return self.features.shape[1] * (self.left_context + 1 + self.right_context)
+        return self.feat_dim * (self.left_context + 1 + self.right_context)
 
     @property
     def device(self) -> torch.device:
         """Where the store (and therefore splicing) lives."""
-        return self.features.device
+        return self.padded.device
 
     @property
     def nbytes(self) -> int:
-        """Bytes held by the features and labels."""
+        """Bytes held by the stored features (edge copies included) and labels."""
         labels = 0 if self.labels is None else self.labels.numel() * self.labels.element_size()
-        return self.features.numel() * self.features.element_size() + labels
+        return self.padded.numel() * self.padded.element_size() + labels
 
     def to(self, device: torch.device | str) -> FrameStore:
-        """Moves the store (features, labels, offsets) to ``device``; returns self for chaining."""
+        """Moves the store to ``device`` (splicing follows it); returns self for chaining."""
         device = torch.device(device)
-        if device == self.device:
-            return self
-        self.features = self.features.to(device)
-        self.labels = None if self.labels is None else self.labels.to(device)
-        self.offsets = self.offsets.to(device)
-        self.frame_utterance = self.frame_utterance.to(device)
-        self._window = self._window.to(device)
+        if device != self.device:
+            self.padded = self.padded.to(device)
+            self.labels = None if self.labels is None else self.labels.to(device)
+            self.offsets = self.offsets.to(device)
+            self.frame_utterance = self.frame_utterance.to(device)
         return self
+
+    def _window_rows(self, index: Tensor) -> Tensor:
+        """Row of each frame's spliced window in :meth:`windows` (its first context frame in ``padded``)."""
+        return index + self.frame_utterance[index].long() * (self.left_context + self.right_context)
+
+    def windows(self) -> Tensor:
+        """A (rows, input_dim) strided view of ``padded``: row r is the spliced window starting at stored frame r."""
+        context = self.left_context + 1 + self.right_context
+        rows = self.padded.shape[0] - context + 1
+        return self.padded.as_strided((rows, context * self.feat_dim), (self.feat_dim, 1))
 
     def gather(self, index: Tensor) -> FrameBatch:
         """Returns the spliced features and labels of the frames in ``index``, computed on the store's device.
 
-        Context frames come from the frame's own utterance only: indices before its first frame or after its last
-        are clamped, as Kaldi's ``splice-feats`` repeats edge frames.
+        Context frames come from the frame's own utterance only: before its first frame and after its last, the
+        edge frames repeat, as in Kaldi's ``splice-feats``.
         """
         index = index.to(self.device, torch.int64, non_blocking=True)
-        utterance = self.frame_utterance[index].long()
-        first = self.offsets[utterance]
-        last = self.offsets[utterance + 1] - 1
-        context = (index[:, None] + self._window[None, :]).clamp_(first[:, None], last[:, None])
-        features = self.features[context].reshape(index.numel(), -1).float()
+        features = self.windows().index_select(0, self._window_rows(index)).float()
         if self.labels is None:
             return FrameBatch(features, torch.full_like(index, -100))
         return FrameBatch(features, self.labels[index].long())
+
+    def frame_features(self, index: Tensor | None = None) -> Tensor:
+        """Stored (unspliced) features of the given frames, or of all frames in order, as a new tensor."""
+        index = torch.arange(self.num_frames, device=self.device) if index is None else index.to(self.device)
+        return self.padded.index_select(0, self._window_rows(index.long()) + self.left_context)
 
     def utterance_range(self, i: int) -> tuple[int, int]:
         """First frame and end (exclusive) of utterance ``i``."""
@@ -176,6 +212,73 @@ class FrameStore:
         lengths = torch.tensor([b - a for a, b in ranges], dtype=torch.int64)
         targets = batch.targets if self.labels is not None else None
         return UtteranceBatch([self.keys[i] for i in indices], batch.features, lengths, targets)
+
+
+class FrameStoreBuilder:
+    """Fills a :class:`FrameStore` one utterance at a time into arrays allocated once.
+
+    Args:
+        num_frames: Frames of all utterances that may be appended (capacity).
+        num_utterances: Utterances that may be appended (capacity).
+        dim: Feature dimension.
+        left_context: Frames of left context.
+        right_context: Frames of right context.
+        dtype: Storage type.
+        labelled: Whether utterances come with labels.
+
+    Example:
+        >>> builder = FrameStoreBuilder(3, 1, 2, left_context=1, right_context=0, labelled=False)
+        >>> builder.append("u", torch.ones(3, 2))
+        >>> builder.finish().padded.shape
+        torch.Size([4, 2])
+    """
+
+    def __init__(
+        self,
+        num_frames: int,
+        num_utterances: int,
+        dim: int,
+        *,
+        left_context: int = 5,
+        right_context: int = 5,
+        dtype: torch.dtype = torch.float32,
+        labelled: bool = True,
+    ) -> None:
+        self.left, self.right = left_context, right_context
+        pad = left_context + right_context
+        self._padded = torch.empty((num_frames + num_utterances * pad, dim), dtype=dtype)
+        self._labels = torch.empty(num_frames, dtype=torch.int32) if labelled else None
+        self._row = 0
+        self._offsets = [0]
+        self._keys: list[str] = []
+
+    def append(self, key: str, features: Tensor, labels: Tensor | None = None) -> None:
+        """Adds an utterance: its (frames, dim) features and, for a labelled store, its (frames,) labels."""
+        frames = int(features.shape[0])
+        if frames == 0:
+            raise ValueError(f"utterance {key!r} has no frames")
+        end = self._row + self.left + frames + self.right
+        if end > self._padded.shape[0] or (self._labels is not None and labels is None):
+            raise ValueError(f"utterance {key!r} does not fit the store (capacity exceeded, or labels missing)")
+        block = self._padded[self._row : end]
+        block[self.left : self.left + frames] = features
+        block[: self.left] = block[self.left]
+        block[self.left + frames :] = block[self.left + frames - 1]
+        if self._labels is not None and labels is not None:
+            self._labels[self._offsets[-1] : self._offsets[-1] + frames] = labels
+        self._row = end
+        self._offsets.append(self._offsets[-1] + frames)
+        self._keys.append(key)
+
+    def finish(self) -> FrameStore:
+        """The store; unused capacity (utterances skipped after allocation) is released by one copy."""
+        padded, labels = self._padded, self._labels
+        if self._row < padded.shape[0]:
+            padded = padded[: self._row].clone()
+            labels = None if labels is None else labels[: self._offsets[-1]].clone()
+        return FrameStore(
+            padded, labels, torch.tensor(self._offsets, dtype=torch.int64), self._keys, self.left, self.right
+        )
 
 
 class FrameShuffler:

@@ -28,9 +28,9 @@ SATURATIONS: tuple[str, ...] = get_args(Saturation)
 _RECTIFIERS = ("relu", "leaky_relu", "prelu", "elu", "gelu")
 
 
-def _ratio(numerator: Tensor, denominator: Tensor) -> Tensor:
+def _ratio(numerator: Tensor, denominator: Tensor | int) -> Tensor:
     """Divides counts in float64 (0 / 0 -> nan) and returns float32."""
-    return (numerator.double() / denominator.double()).float()
+    return (numerator.double() / torch.as_tensor(denominator, device=numerator.device).double()).float()
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -256,7 +256,7 @@ def _activation_probability_update(
     nonlinearity: Nonlinearity = "relu",
     saturation: Saturation = "neg",
     threshold: float = 0.95,
-) -> tuple[Tensor, Tensor]:
+) -> tuple[Tensor, int]:
     """Counts, per unit, the frames of one batch on which the unit is active.
 
     Args:
@@ -267,7 +267,7 @@ def _activation_probability_update(
         threshold: See :func:`activation_bounds`.
 
     Returns:
-        ``(active, frames)``: int64 counts of shape ``(num_units,)`` and an int64 scalar.
+        ``(active, frames)``: int64 counts of shape ``(num_units,)`` and the number of frames.
 
     Raises:
         ValueError: If ``h`` has no unit dimension or the wrong number of units.
@@ -279,10 +279,11 @@ def _activation_probability_update(
             f"Expected hidden outputs with {num_units} units in the last dimension, got shape {tuple(h.shape)}."
         )
     active = is_active(h, nonlinearity, saturation, threshold).reshape(-1, h.shape[-1])
-    return active.sum(dim=0, dtype=torch.int64), torch.tensor(active.shape[0], device=h.device)
+    # the frame count stays a Python int: a new device tensor per update would cost a host-to-device copy on GPUs
+    return active.sum(dim=0, dtype=torch.int64), active.shape[0]
 
 
-def _activation_probability_compute(active: Tensor, frames: Tensor) -> Tensor:
+def _activation_probability_compute(active: Tensor, frames: Tensor | int) -> Tensor:
     """Per-unit activation probabilities from the counts (``nan`` when no frame was seen)."""
     return _ratio(active, frames)
 
@@ -310,7 +311,7 @@ def activation_probability(
     return _activation_probability_compute(active, frames)
 
 
-def _dispersion_compute(active: Tensor, frames: Tensor) -> dict[str, Tensor]:
+def _dispersion_compute(active: Tensor, frames: Tensor | int) -> dict[str, Tensor]:
     """Dispersion statistics from the per-unit counts.
 
     Returns:
@@ -318,6 +319,7 @@ def _dispersion_compute(active: Tensor, frames: Tensor) -> dict[str, Tensor]:
         ``mean_activation_probability``, ``dead_units`` (never active) and ``always_on_units`` (active on every
         frame). With no frames, the first two are ``nan`` and the counts 0.
     """
+    frames = torch.as_tensor(frames, device=active.device)
     probs = active.double() / frames.double()
     seen = frames > 0
     return {
@@ -361,18 +363,18 @@ def dispersion(
 
 def _activation_sparsity_update(
     h: Tensor, nonlinearity: Nonlinearity = "relu", saturation: Saturation = "neg", threshold: float = 0.95
-) -> tuple[Tensor, Tensor, Tensor]:
+) -> tuple[Tensor, Tensor, int]:
     """Counts active and exactly-zero outputs of one batch.
 
     Returns:
-        ``(active, zeros, total)``: int64 scalars (``total`` is the number of outputs, frames x units).
+        ``(active, zeros, total)``: int64 scalars and the number of outputs (frames x units).
     """
     active = is_active(h, nonlinearity, saturation, threshold)
     zeros = (h.detach() == 0).sum()
-    return active.sum(dtype=torch.int64), zeros, torch.tensor(h.numel(), device=h.device)
+    return active.sum(dtype=torch.int64), zeros, h.numel()
 
 
-def _activation_sparsity_compute(active: Tensor, zeros: Tensor, total: Tensor) -> dict[str, Tensor]:
+def _activation_sparsity_compute(active: Tensor, zeros: Tensor, total: Tensor | int) -> dict[str, Tensor]:
     """Sparsity statistics from the counts (``nan`` when nothing was seen)."""
     return {"mean_activation_probability": _ratio(active, total), "zero_fraction": _ratio(zeros, total)}
 

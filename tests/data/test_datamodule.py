@@ -54,7 +54,9 @@ def test_pipeline_matches_numpy_reference(ami_data_dir: Path) -> None:
         train_dir=str(ami_data_dir), valid_fraction=0, delta_order=2, left_context=4, cmvn="speaker"
     )
     computed.setup("fit")
-    np.testing.assert_allclose(computed.stores["train"].features.numpy(), store.features.numpy(), atol=1e-4)
+    np.testing.assert_allclose(
+        computed.stores["train"].frame_features().numpy(), store.frame_features().numpy(), atol=1e-4
+    )
 
 
 def test_cmvn_modes_without_cmvn_scp(ami_data_dir: Path) -> None:
@@ -65,12 +67,14 @@ def test_cmvn_modes_without_cmvn_scp(ami_data_dir: Path) -> None:
     )
     raw.setup("fit")
     keys = raw.stores["train"].keys
-    np.testing.assert_array_equal(raw.stores["train"].features.numpy(), np.concatenate([feats[k] for k in keys]))
+    np.testing.assert_array_equal(
+        raw.stores["train"].frame_features().numpy(), np.concatenate([feats[k] for k in keys])
+    )
     # "auto" without cmvn.scp: per-speaker means removed, as Kaldi recipes do
     auto = AlignedFramesDataModule(train_dir=str(ami_data_dir), valid_fraction=0, left_context=0, right_context=0)
     auto.setup("fit")
     utt2spk = auto.data_dir(str(ami_data_dir)).utt2spk
-    normalised = auto.stores["train"].features.numpy()
+    normalised = auto.stores["train"].frame_features().numpy()
     for speaker in set(utt2spk.values()):
         ranges = [auto.stores["train"].utterance_range(i) for i, k in enumerate(keys) if utt2spk[k] == speaker]
         rows = np.concatenate([np.arange(a, b) for a, b in ranges])
@@ -79,7 +83,7 @@ def test_cmvn_modes_without_cmvn_scp(ami_data_dir: Path) -> None:
         train_dir=str(ami_data_dir), valid_fraction=0, cmvn="global", norm_vars=True, left_context=0, right_context=0
     )
     glob.setup("fit")
-    normalised = glob.stores["train"].features.numpy()
+    normalised = glob.stores["train"].frame_features().numpy()
     np.testing.assert_allclose(normalised.mean(0), 0, atol=1e-4)
     np.testing.assert_allclose(normalised.std(0), 1, atol=1e-3)
     assert "global_cmvn" in glob.state_dict()
@@ -223,7 +227,7 @@ def test_nan_in_features(ami_data_dir: Path) -> None:
     dm = _dm(ami_data_dir, skip_invalid=True)
     dm.setup("fit")
     assert dm.reports["train"].skipped["NaN/Inf"] == [victim] and dm.reports["train"].done == 9
-    assert victim not in dm.stores["train"].keys and bool(torch.isfinite(dm.stores["train"].features).all())
+    assert victim not in dm.stores["train"].keys and bool(torch.isfinite(dm.stores["train"].padded).all())
 
 
 def test_empty_utterance_is_skipped_and_counted(ami_data_dir: Path) -> None:

@@ -44,14 +44,26 @@ def test_half_precision_store_returns_float32_batches(dtype) -> None:
     assert batch.features.dtype == torch.float32
     reference = np.concatenate([splice(u, 5, 5) for u in utts.values()])
     np.testing.assert_allclose(batch.features.numpy(), reference, atol=0.02, rtol=0.01)
-    assert store.nbytes == store.num_frames * 3 * 2 + store.num_frames * 4
+    padded_rows = store.num_frames + store.num_utterances * 10  # +-5 edge copies per utterance
+    assert store.nbytes == padded_rows * 3 * 2 + store.num_frames * 4
 
 
 def test_store_rejects_inconsistent_arrays() -> None:
     with pytest.raises(ValueError, match="offsets"):
-        FrameStore(torch.zeros(5, 2), None, torch.tensor([0, 3]), ["a", "b"])
+        FrameStore(torch.zeros(5, 2), None, torch.tensor([0, 3]), ["a", "b"], 0, 0)
     with pytest.raises(ValueError, match="at least one frame"):
-        FrameStore(torch.zeros(3, 2), None, torch.tensor([0, 3, 3]), ["a", "b"])
+        FrameStore(torch.zeros(3, 2), None, torch.tensor([0, 3, 3]), ["a", "b"], 0, 0)
+    with pytest.raises(ValueError, match=r"frames \+ utterances x \(left \+ right\) = 7 rows, got 5"):
+        FrameStore(torch.zeros(5, 2), None, torch.tensor([0, 3]), ["a"], 2, 2)
+
+
+def test_store_layout_repeats_edge_frames_and_frame_features_are_the_frames() -> None:
+    store, utts = _store(lengths=(2, 1), dim=1, left=2, right=1)
+    assert store.padded[:, 0].tolist() == [
+        *[utts["u0"][0, 0]] * 2, *utts["u0"][:, 0], utts["u0"][-1, 0],
+        *[utts["u1"][0, 0]] * 2, utts["u1"][0, 0], utts["u1"][0, 0],
+    ]  # fmt: skip
+    np.testing.assert_array_equal(store.frame_features().numpy(), np.concatenate(list(utts.values())))
 
 
 def test_shuffle_is_a_fresh_deterministic_permutation_each_epoch() -> None:
