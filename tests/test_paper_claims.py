@@ -26,6 +26,7 @@ def trained(tmp_path_factory) -> dict[str, dict[str, float]]:
             max_epochs=1,
             logger=False,
             enable_checkpointing=False,
+            default_root_dir=tmp_path_factory.mktemp(nonlinearity),  # the monitor writes its curves there
             enable_progress_bar=False,
             enable_model_summary=False,
             callbacks=[monitor],

@@ -32,8 +32,8 @@ from lightning_rectifier.data.kaldi_io import (
     write_features,
 )
 from lightning_rectifier.features import FeatureConfig, compute_mfcc
-from lightning_rectifier.prepare import prepare_data_dir
 from lightning_rectifier.lexicon import lexicon_from_alignments, read_ctm, write_lexicon
+from lightning_rectifier.prepare import prepare_data_dir
 
 log = logging.getLogger("fsdd")
 
