@@ -40,7 +40,7 @@ import torch
 import torchaudio.functional
 
 from lightning_rectifier._runtime import c_sorted, progress_bar, torch_threads
-from lightning_rectifier.audio import AudioError, list_utterances, load_utterance, read_kaldi_table
+from lightning_rectifier.audio import AudioError, list_utterances, load_utterance, read_mapping
 from lightning_rectifier.data.errors import KaldiDataError, refuse_pipe
 from lightning_rectifier.features import FeatureConfig
 from lightning_rectifier.features import num_frames as count_frames
@@ -470,12 +470,6 @@ class AlignSummary:
         return text
 
 
-def _table(value: str | Path | Mapping[str, str] | None) -> dict[str, str] | None:
-    if value is None or isinstance(value, Mapping):
-        return None if value is None else dict(value)
-    return {key: rest for key, rest, _ in read_kaldi_table(value)}
-
-
 def _feature_frames(n_samples: int, rate: int, config: FeatureConfig) -> int:
     """Frames :func:`prepare_data_dir` computes for this audio (after its resampling, if any)."""
     opts = config.resolved_options()
@@ -545,10 +539,10 @@ def align_data_dir(
             text = src / "text"
         if utt2num_frames is None and (src / "utt2num_frames").is_file():
             utt2num_frames = src / "utt2num_frames"
-    texts = _table(text)
+    texts = read_mapping(text)
     if texts is None:
         raise KaldiDataError(f"{src}: no transcripts: pass text= (a Kaldi 'text' file or a mapping)")
-    frames_of = _table(utt2num_frames)
+    frames_of = read_mapping(utt2num_frames)
     config = config or FeatureConfig()
     shift = float(config.resolved_options()["frame_shift"])
     if shift != FRAME_SHIFT_MS:

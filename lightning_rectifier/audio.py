@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 import logging
 import subprocess
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,7 +22,15 @@ import torchaudio.functional
 
 from lightning_rectifier.data.errors import KaldiDataError, is_pipe, refuse_pipe, where
 
-__all__ = ["AUDIO_SUFFIXES", "AudioError", "Utterance", "list_utterances", "load_utterance", "read_kaldi_table"]
+__all__ = [
+    "AUDIO_SUFFIXES",
+    "AudioError",
+    "Utterance",
+    "list_utterances",
+    "load_utterance",
+    "read_kaldi_table",
+    "read_mapping",
+]
 
 log = logging.getLogger(__name__)
 
@@ -81,6 +90,13 @@ def read_kaldi_table(path: str | Path) -> list[tuple[str, str, int]]:
             seen[key] = number
             rows.append((key, value.strip(), number))
     return rows
+
+
+def read_mapping(value: str | Path | Mapping[str, str] | None) -> dict[str, str] | None:
+    """A Kaldi two-column table (``text``, ``utt2spk``...) given as a file or already as a mapping; None stays None."""
+    if value is None or isinstance(value, Mapping):
+        return None if value is None else dict(value)
+    return {key: rest for key, rest, _ in read_kaldi_table(value)}
 
 
 def _resolve_audio_path(spec: str, table: Path) -> str:

@@ -18,7 +18,7 @@ import kaldi_native_io
 import numpy as np
 
 from lightning_rectifier._runtime import c_sorted, progress_bar, torch_threads
-from lightning_rectifier.audio import AudioError, list_utterances, load_utterance, read_kaldi_table
+from lightning_rectifier.audio import AudioError, list_utterances, load_utterance, read_mapping
 from lightning_rectifier.data.errors import KaldiDataError, refuse_pipe
 from lightning_rectifier.features import FeatureConfig
 
@@ -64,12 +64,6 @@ class PrepareSummary:
         if self.audio_without_text:
             text += f"; {len(self.audio_without_text)} utterances without text"
         return text
-
-
-def _read_mapping(value: str | Path | Mapping[str, str] | None) -> dict[str, str] | None:
-    if value is None or isinstance(value, Mapping):
-        return None if value is None else dict(value)
-    return {key: rest for key, rest, _ in read_kaldi_table(value)}
 
 
 def _write_table(path: Path, rows: Iterable[tuple[str, str]]) -> None:
@@ -189,8 +183,8 @@ def prepare_data_dir(
     utts = list_utterances(source, segments=segments)
     for utt in utts:  # before any work: never run a command by surprise
         refuse_pipe(utt.spec, allow_pipes=allow_pipes, source=utt.source)
-    texts = _read_mapping(text)
-    speakers = _read_mapping(utt2spk)
+    texts = read_mapping(text)
+    speakers = read_mapping(utt2spk)
     if speakers is not None:
         missing = [u.utt_id for u in utts if u.utt_id not in speakers]
         if missing:
