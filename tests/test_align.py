@@ -196,3 +196,28 @@ T    -   -   - n/a    2    6    7    8    N
     (tmp_path / "mdef").write_bytes(b"BMDF garbage")
     with pytest.raises(KaldiDataError, match="not a Sphinx mdef file"):
         SphinxModel.read(tmp_path)
+
+
+def test_prepare_then_align_then_the_datamodule_reads_it(tmp_path: Path) -> None:
+    """The acceptance path: audio -> prepare -> align -> AlignedFramesDataModule, with nothing in between."""
+    from lightning_rectifier.cli import main
+    from lightning_rectifier.data.datamodule import AlignedFramesDataModule
+
+    words = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
+    wavs = sorted((Path(__file__).parent / "fixtures" / "fsdd").glob("*.wav"))
+    (tmp_path / "wav.scp").write_text("".join(f"{w.stem} {w}\n" for w in wavs))
+    (tmp_path / "text").write_text("".join(f"{w.stem} {words[int(w.stem[0])]}\n" for w in wavs))
+    (tmp_path / "utt2spk").write_text("".join(f"{w.stem} {w.stem.split('_')[1]}\n" for w in wavs))
+    data = tmp_path / "data"
+    for argv in (
+        ["prepare", "--wav_scp", str(tmp_path / "wav.scp"), "--text", str(tmp_path / "text"), "--utt2spk",
+         str(tmp_path / "utt2spk"), "--out_dir", str(data), "--no_progress"],
+        ["align", "--data_dir", str(data), "--no_progress"],
+    ):  # fmt: skip
+        with pytest.raises(SystemExit) as exit_:
+            main(argv)
+        assert exit_.value.code == 0
+    dm = AlignedFramesDataModule(train_dir=str(data), valid_fraction=0, num_senones=5126, delta_order=2)
+    dm.setup("fit")
+    assert dm.reports["train"].done == len(wavs) and not dm.reports["train"].skipped
+    assert dm.feat_dim == 13 * 3 * 11 and int(dm.stores["train"].labels.max()) < 5126

@@ -131,3 +131,39 @@ def test_decoding_without_a_graph_needs_a_demo_model(tmp_path: Path, ami_data_di
     )
     with pytest.raises(ValueError, match="no --graph given"):
         decode_directory(str(tmp_path / "model.ckpt"), str(ami_data_dir), str(tmp_path / "out"))
+
+
+def test_test_with_a_decoding_callback_logs_wer(checkpoint: Path, tmp_path: Path) -> None:
+    from lightning.pytorch.loggers import CSVLogger
+
+    from lightning_rectifier.inference import DecodeTestSet
+
+    model = AcousticModel.load(checkpoint)
+    dm = model.datamodule("fsdd:test", test_dir="fsdd:test")
+    callback = DecodeTestSet(grammar="word")
+    trainer = L.Trainer(
+        accelerator="cpu", logger=CSVLogger(tmp_path), callbacks=[callback], enable_progress_bar=False,
+        enable_model_summary=False,
+    )  # fmt: skip
+    metrics = trainer.test(model.model, datamodule=dm, verbose=False)[0]
+    assert metrics["test/wer"] == pytest.approx(callback.last["test/wer"]) and callback.last["test/wer"] < 0.15
+    assert metrics["test/num_words"] == dm.stores["test"].num_utterances  # one digit per utterance
+    wer = json.loads(next(tmp_path.rglob("decode/wer.json")).read_text())
+    assert wer["num_words"] == int(metrics["test/num_words"]) and wer["data_dir"] == "fsdd:test"
+    # decode over the same utterances agrees
+    report = decode_directory(str(checkpoint), "fsdd:test", str(tmp_path / "cli"), grammar="word")
+    assert report.wer is not None
+    errors = round(callback.last["test/wer"] * callback.last["test/num_words"])
+    assert errors <= report.wer["substitutions"] + report.wer["deletions"] + report.wer["insertions"]
+
+
+def test_decode_test_set_without_a_graph_needs_a_demo_model(ami_data_dir: Path) -> None:
+    from lightning_rectifier.inference import DecodeTestSet
+
+    class Fake:
+        datamodule = AlignedFramesDataModule(train_dir=str(ami_data_dir))
+
+    with pytest.raises(ValueError, match="DecodeTestSet has no graph"):
+        DecodeTestSet()._decoding_graph(Fake(), 5)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="acoustic_scale"):
+        DecodeTestSet(acoustic_scale=0)
