@@ -217,7 +217,8 @@ def test_prepare_then_align_then_the_datamodule_reads_it(tmp_path: Path) -> None
         with pytest.raises(SystemExit) as exit_:
             main(argv)
         assert exit_.value.code == 0
-    dm = AlignedFramesDataModule(train_dir=str(data), valid_fraction=0, num_senones=5126, delta_order=2)
+    dm = AlignedFramesDataModule(train_dir=str(data), valid_fraction=0, delta_order=2)
+    assert dm.num_senones == 5126  # the aligner's num_pdfs file: pocketsphinx's whole inventory
     dm.setup("fit")
     assert dm.reports["train"].done == len(wavs) and not dm.reports["train"].skipped
     assert dm.feat_dim == 13 * 3 * 11 and int(dm.stores["train"].labels.max()) < 5126

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 from lightning.pytorch.utilities import rank_zero_info
 
+from lightning_rectifier.data.archive import parse_rspecifier
 from lightning_rectifier.data.corpus import FeaturePipeline, LoadReport, StoreDtype, load_frame_store, senone_priors
 from lightning_rectifier.data.datadir import KaldiDataDir
 from lightning_rectifier.data.demo import resolve_data_dir
@@ -105,7 +106,8 @@ class AlignedFramesDataModule(L.LightningDataModule):
         test_dir: Test data directory (labelled: alignments from ``test_alignments`` or inside the directory).
         test_alignments: Test alignments.
         predict_dir: Data directory to compute posteriors for (unlabelled is fine); default ``test_dir``.
-        num_senones: Number of senones (network outputs). Default: the transition model's pdf count, else the
+        num_senones: Number of senones (network outputs). Default: the transition model's pdf count, else the count
+            in a ``num_pdfs`` file next to the alignments (``lightning-rectifier align`` writes one), else the
             largest training label + 1.
         cmvn: CMVN mode; see :class:`~lightning_rectifier.data.corpus.FeaturePipeline`. ``"auto"`` applies the data
             directory's ``cmvn.scp`` when present, else per-speaker statistics computed from the features.
@@ -206,16 +208,35 @@ class AlignedFramesDataModule(L.LightningDataModule):
 
     @property
     def num_senones(self) -> int:
-        """Number of senones: given, or the transition model's pdf count, or the largest training label + 1."""
+        """Number of senones: given; else the transition model's pdf count; else an aligner's ``num_pdfs`` file.
+
+        The ``num_pdfs`` file is looked for next to the training alignments and in the training directory; without
+        any of these, the largest training label + 1.
+        """
         if self._num_senones is None:
             if self.transition_model is not None:
                 self._num_senones = self.transition_model.num_pdfs
+            elif (counted := self._num_pdfs_file()) is not None:
+                self._num_senones = counted
             else:
                 labels = self._alignments("train")
                 self._num_senones = 1 + max((int(v.max()) for v in labels.values() if v.size), default=-1)
                 if self._num_senones == 0:
                     raise KaldiDataError(f"{self._alignment_spec('train')}: no alignments to count senones from")
         return self._num_senones
+
+    def _num_pdfs_file(self) -> int | None:
+        """The senone count an aligner wrote next to the training alignments (``num_pdfs``), if there is one."""
+        spec = self._alignment_spec("train")
+        first = spec[0] if isinstance(spec, list) else spec
+        places = [Path(parse_rspecifier(first)[1]).parent, Path(resolve_data_dir(self._h.train_dir))]
+        for place in places:
+            if (place / "num_pdfs").is_file():
+                text = (place / "num_pdfs").read_text().strip()
+                if not text.isdigit() or int(text) < 1:
+                    raise KaldiDataError(f"{place / 'num_pdfs'}: expected a positive integer, got {text!r}")
+                return int(text)
+        return None
 
     @property
     def priors(self) -> torch.Tensor:
