@@ -199,8 +199,9 @@ def decode_directory(
 
     With ``tune_dir`` (a validation data directory with a ``text``), acoustic scale and insertion penalty are first
     chosen by a grid search there (as Kaldi's scoring does over LM weight and word insertion penalty).
-    When the checkpoint sits in ``runs/<name>/checkpoints``, ``wer.json`` is also copied into the run's latest
-    ``version_<N>/decode/`` so that ``lightning-rectifier compare`` puts WER in the paper's table.
+    When the checkpoint sits in ``runs/<name>/checkpoints`` and ``out_dir`` is outside that run, ``wer.json`` is also
+    copied into the run's latest ``version_<N>/decode/`` so that ``lightning-rectifier compare`` puts WER in the
+    paper's table (an ``out_dir`` like ``runs/<name>/version_0/decode/<test set>`` gives one WER column per set).
     """
     from lightning_rectifier.data.datadir import read_kaldi_map
     from lightning_rectifier.data.demo import resolve_data_dir
@@ -276,7 +277,7 @@ def decode_directory(
         files.append("wer.json")
         log.info("%s", scored)
         run = Path(checkpoint).resolve().parent
-        if run.name == "checkpoints":
+        if run.name == "checkpoints" and not out.resolve().is_relative_to(run.parent.resolve()):
             versions = sorted(run.parent.glob("version_*"), key=lambda p: int(p.name.split("_")[1]))
             if versions:
                 (versions[-1] / "decode").mkdir(exist_ok=True)
