@@ -19,6 +19,7 @@ import torch
 from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.loggers import TensorBoardLogger, WandbLogger
+from lightning.pytorch.trainer.states import TrainerFn
 from lightning.pytorch.utilities import rank_zero_warn
 from lightning.pytorch.utilities.exceptions import MisconfigurationException
 from lightning.pytorch.utilities.types import STEP_OUTPUT
@@ -123,7 +124,9 @@ class DispersionMonitor(Callback):
             activations, first hidden layer first; default: the module's ``hidden_layers``.
         nonlinearity: The hidden nonlinearity; default: the module's ``nonlinearity`` attribute.
         plot: Draw the figure (``.npz`` files are written either way).
-        plot_every_n_evaluations: Draw on every N-th measured validation (the N-th, 2N-th, ...).
+        plot_every_n_evaluations: Also draw on every N-th measured validation while fitting (the N-th, 2N-th, ...). By
+            default (None) the figure is drawn once per fit, for its last validation (the trained model, as in the
+            paper), and at every ``validate``: drawing costs about 0.25 s, measuring a few milliseconds.
         logging_prefix: First part of every logged key and the name of the output folder.
 
     Raises:
@@ -146,7 +149,7 @@ class DispersionMonitor(Callback):
         layers: list[str] | None = None,
         nonlinearity: str | None = None,
         plot: bool = True,
-        plot_every_n_evaluations: int = 1,
+        plot_every_n_evaluations: int | None = None,
         logging_prefix: str = "dispersion",
     ) -> None:
         _check_positive_int("num_frames", num_frames)
@@ -167,7 +170,8 @@ class DispersionMonitor(Callback):
             raise ValueError(f"Expected nonlinearity to be a non-empty string or None, got {nonlinearity!r}.")
         if not isinstance(plot, bool):
             raise ValueError(f"Expected plot to be a bool, got {plot!r}.")
-        _check_positive_int("plot_every_n_evaluations", plot_every_n_evaluations)
+        if plot_every_n_evaluations is not None:
+            _check_positive_int("plot_every_n_evaluations", plot_every_n_evaluations)
         if not isinstance(logging_prefix, str) or not logging_prefix.strip("/"):
             raise ValueError(f"Expected logging_prefix to be a non-empty string, got {logging_prefix!r}.")
 
@@ -186,6 +190,7 @@ class DispersionMonitor(Callback):
         self.last_train_probabilities: dict[int, Tensor] = {}
         self.last_train_metrics: dict[str, float] = {}
         self._evaluations = 0  # validations measured, for plot_every_n_evaluations
+        self._undrawn: tuple[Path, int, int] | None = None  # the last saved evaluation, when its figure is not drawn
         self._hidden: list[nn.Module] = []
         self._nonlinearity = ""  # the resolved name, for titles and files
         self._rule: Nonlinearity = "relu"  # the name the activation rule uses
@@ -403,8 +408,16 @@ class DispersionMonitor(Callback):
         )
         write_npz(out / f"{stem}.npz", arrays)
         write_npz(out / "latest.npz", arrays)
-        if self.plot and self._evaluations % self.plot_every_n_evaluations == 0:
-            self._draw(trainer, out / f"{stem}.png", epoch, step)
+        self._undrawn = (out / f"{stem}.png", epoch, step)
+        every = self.plot_every_n_evaluations
+        fitting = trainer.state.fn == TrainerFn.FITTING
+        if self.plot and (not fitting or (every is not None and self._evaluations % every == 0)):
+            self._draw(trainer, *self._undrawn)
+
+    @override
+    def on_fit_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        if self.plot and self._undrawn is not None and trainer.is_global_zero:
+            self._draw(trainer, *self._undrawn)  # the figure of the trained model
 
     def _draw(self, trainer: Trainer, path: Path, epoch: int, step: int) -> None:
         curves = {
@@ -423,6 +436,7 @@ class DispersionMonitor(Callback):
             elif isinstance(logger, WandbLogger):
                 logger.log_image(key=tag, images=[str(path)], step=step)
         fig.clear()  # an Agg figure outside pyplot: nothing else holds it
+        self._undrawn = None
 
 
 def _check_positive_int(name: str, value: Any) -> None:

@@ -324,7 +324,8 @@ def test_fit_writes_figures_and_probabilities_and_logs_the_image(tmp_path: Path)
         "epoch002-step000009.npz",
         "latest.npz",
     ]
-    assert [path.name for path in out.glob("*.png")] == ["epoch001-step000006.png"]  # the 2nd of 3 validations
+    # the 2nd of 3 validations (every 2nd), and the last one when the fit ends
+    assert sorted(path.name for path in out.glob("*.png")) == ["epoch001-step000006.png", "epoch002-step000009.png"]
     image = imread(out / "epoch001-step000006.png")
     assert image.ndim == 3 and image.shape[0] > 100 and image.shape[1] > 100
 
@@ -344,7 +345,7 @@ def test_fit_writes_figures_and_probabilities_and_logs_the_image(tmp_path: Path)
     events = EventAccumulator(tb_logger.log_dir, size_guidance={"images": 0})
     events.Reload()
     assert "dispersion/activation_probability" in events.Tags()["images"]
-    assert [event.step for event in events.Images("dispersion/activation_probability")] == [6]
+    assert [event.step for event in events.Images("dispersion/activation_probability")] == [6, 9]
     assert "dispersion/layer_3/dispersion" in events.Tags()["scalars"]
 
 
@@ -459,3 +460,17 @@ def test_ddp_counts_are_summed_over_processes(tmp_path: Path) -> None:
     probabilities, metadata = load_activation_probabilities(Path(trainer.log_dir) / "dispersion" / "latest.npz")
     assert metadata["frames"] == [100, 100, 100]
     np.testing.assert_allclose(probabilities[3], reference[3]["probs"], atol=1e-7)
+
+
+def test_by_default_one_figure_per_fit_and_one_per_validate(tmp_path: Path) -> None:
+    x, y = make_data()
+    module = TinyClassifier("relu")
+    monitor = DispersionMonitor(num_frames=100)
+    csv_logger = CSVLogger(tmp_path, name="csv")
+    trainer = make_trainer(tmp_path, [monitor], loggers=[csv_logger], max_epochs=3)
+    trainer.fit(module, loader(x, y), loader(x, y))
+    out = Path(csv_logger.log_dir) / "dispersion"
+    assert [path.name for path in out.glob("*.png")] == ["epoch002-step000009.png"]  # the trained model only
+    assert len(list(out.glob("epoch*.npz"))) == 3  # measured at every validation
+    trainer.validate(module, loader(x, y))
+    assert len(list(out.glob("*.png"))) == 2  # validate draws its own
