@@ -20,6 +20,8 @@ import numpy as np
 from lightning_rectifier._runtime import c_sorted, progress_bar, torch_threads
 from lightning_rectifier.audio import AudioError, list_utterances, load_utterance, read_mapping
 from lightning_rectifier.data.errors import KaldiDataError, refuse_pipe
+from lightning_rectifier.data.kaldi_io import read_features
+from lightning_rectifier.data.transforms import compute_cmvn_stats
 from lightning_rectifier.features import FeatureConfig
 
 __all__ = ["PrepareSummary", "accumulate_cmvn", "prepare_data_dir"]
@@ -84,22 +86,14 @@ def accumulate_cmvn(feats_rspecifier: str, utt2spk: Mapping[str, str]) -> dict[s
         count, row 1 the per-dimension sums of squares and then 0.
     """
     stats: dict[str, np.ndarray] = {}
-    reader = kaldi_native_io.SequentialFloatMatrixReader(feats_rspecifier)
-    try:
-        for utt, mat in reader:
-            feats = np.asarray(mat, dtype=np.float64)  # a copy: the reader reuses its buffer
-            spk = utt2spk[utt]
-            acc = stats.setdefault(spk, np.zeros((2, feats.shape[1] + 1)))
-            if acc.shape[1] != feats.shape[1] + 1:
-                raise KaldiDataError(
-                    f"{feats_rspecifier}, utterance {utt!r}: {feats.shape[1]} dimensions, speaker {spk!r} has"
-                    f" {acc.shape[1] - 1}"
-                )
-            acc[0, :-1] += feats.sum(axis=0)
-            acc[0, -1] += feats.shape[0]
-            acc[1, :-1] += np.square(feats).sum(axis=0)
-    finally:
-        reader.close()
+    for utt, feats in read_features(feats_rspecifier):
+        spk = utt2spk[utt]
+        if spk in stats and stats[spk].shape[1] != feats.shape[1] + 1:
+            raise KaldiDataError(
+                f"{feats_rspecifier}, utterance {utt!r}: {feats.shape[1]} dimensions, speaker {spk!r} has"
+                f" {stats[spk].shape[1] - 1}"
+            )
+        stats[spk] = compute_cmvn_stats(feats, stats.get(spk))
     return stats
 
 

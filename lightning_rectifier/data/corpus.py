@@ -41,6 +41,8 @@ class LoadReport:
     trimmed: int = 0
     skipped: dict[str, list[str]] = field(default_factory=lambda: defaultdict(list))
     unused_alignments: int = 0
+    global_stats: np.ndarray | None = None
+    """The global CMVN statistics used (``cmvn="global"``), to apply the same to other sets."""
 
     def skip(self, reason: str, utterance: str, message: str) -> None:
         """Counts a skipped utterance and logs why (the first few of each reason as warnings)."""
@@ -137,6 +139,8 @@ def _stats_per_key(
             matrix = read_matrix(entry)
             if np.isfinite(matrix).all():  # the second pass reports (or skips) utterances with NaN/Inf
                 accumulated[key] = compute_cmvn_stats(matrix, accumulated.get(key))
+        if not accumulated:
+            raise KaldiDataError(f"{data.path}: no finite frames to compute {mode} CMVN statistics from")
         return accumulated, mode
     return {"": read_matrix(mode, dtype=np.float64)}, "global"  # a statistics file
 
@@ -225,6 +229,8 @@ def load_frame_store(
     assert raw_dim is not None  # set by the first kept entry
 
     stats, stats_key = _stats_per_key(data, pipeline, [e for e, _ in kept], global_stats)
+    if stats_key == "global" and stats is not None:
+        report.global_stats = stats[""]
     transforms: dict[str, tuple[np.ndarray, np.ndarray]] = {}
 
     # pass 2: read, check, normalise, write into place

@@ -25,7 +25,6 @@ from lightning_rectifier.data.demo import resolve_data_dir
 from lightning_rectifier.data.errors import KaldiDataError
 from lightning_rectifier.data.frame_store import FrameLoader, FrameStore, UtteranceLoader
 from lightning_rectifier.data.kaldi_io import read_alignments
-from lightning_rectifier.data.transforms import compute_cmvn_stats
 from lightning_rectifier.data.transition_model import TransitionModel
 
 _ALIGNMENT_NAMES = ("ali.scp", "ali.ark", "pdf.scp", "pdf.ark", "ali.*.gz")
@@ -277,10 +276,8 @@ class AlignedFramesDataModule(L.LightningDataModule):
         h = self._h
         data = self.data_dir(directory)
         alignments = self._alignments(split) if labelled else None
-        if self.pipeline.cmvn == "global" and self._global_cmvn is None:
-            if split != "train":
-                raise KaldiDataError("cmvn='global' needs the training set's statistics: set up 'fit' first")
-            self._global_cmvn = _global_stats(data, utterances)
+        if self.pipeline.cmvn == "global" and self._global_cmvn is None and split != "train":
+            raise KaldiDataError("cmvn='global' needs the training set's statistics: set up 'fit' first")
         store, report = load_frame_store(
             data,
             alignments,
@@ -293,6 +290,8 @@ class AlignedFramesDataModule(L.LightningDataModule):
             global_stats=self._global_cmvn,
             alignment_source=str(self._alignment_spec(split)) if labelled else "",
         )
+        if split == "train" and report.global_stats is not None:
+            self._global_cmvn = report.global_stats  # applied as they are to every other set
         self.stores[split], self.reports[split] = store, report
         rank_zero_info(f"[{split}] {report.summary()}")
 
@@ -380,18 +379,3 @@ class AlignedFramesDataModule(L.LightningDataModule):
         if "priors" in state_dict:
             self._priors = state_dict["priors"]
         self._num_senones = int(state_dict.get("num_senones", self._num_senones or 0)) or self._num_senones
-
-
-def _global_stats(data: KaldiDataDir, utterances: Sequence[str] | None) -> np.ndarray:
-    from lightning_rectifier.data.kaldi_io import read_matrix
-
-    wanted = set(utterances) if utterances is not None else None
-    stats: np.ndarray | None = None
-    for entry in data.features:
-        if (wanted is None or entry.key in wanted) and entry.num_rows:
-            matrix = read_matrix(entry)
-            if np.isfinite(matrix).all():  # loading reports (or skips) utterances with NaN/Inf
-                stats = compute_cmvn_stats(matrix, stats)
-    if stats is None:
-        raise KaldiDataError(f"{data.path}: no frames to compute global CMVN statistics from")
-    return stats

@@ -80,13 +80,20 @@ def test_cmvn_modes_without_cmvn_scp(ami_data_dir: Path) -> None:
         rows = np.concatenate([np.arange(a, b) for a, b in ranges])
         np.testing.assert_allclose(normalised[rows].mean(0), 0, atol=1e-3)
     glob = AlignedFramesDataModule(
-        train_dir=str(ami_data_dir), valid_fraction=0, cmvn="global", norm_vars=True, left_context=0, right_context=0
-    )
+        train_dir=str(ami_data_dir), valid_fraction=0.3, valid_split="utterance", cmvn="global", norm_vars=True,
+        left_context=0, right_context=0,
+    )  # fmt: skip
     glob.setup("fit")
     normalised = glob.stores["train"].frame_features().numpy()
     np.testing.assert_allclose(normalised.mean(0), 0, atol=1e-4)
     np.testing.assert_allclose(normalised.std(0), 1, atol=1e-3)
-    assert "global_cmvn" in glob.state_dict()
+    # validation is normalised with the training set's statistics, not its own
+    train = np.concatenate([feats[k] for k in glob.stores["train"].keys]).astype(np.float64)
+    valid = np.concatenate([feats[k] for k in glob.stores["valid"].keys])
+    expected = (valid - train.mean(0)) / train.std(0)
+    np.testing.assert_allclose(glob.stores["valid"].frame_features().numpy(), expected, atol=1e-3)
+    assert abs(expected.mean(0)).max() > 0.01  # its own statistics would have given other features
+    np.testing.assert_allclose(glob.state_dict()["global_cmvn"].numpy()[0, -1], train.shape[0])
 
 
 def test_sizes_before_setup_read_headers_only(ami_data_dir: Path, monkeypatch) -> None:
