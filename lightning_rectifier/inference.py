@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -166,6 +167,31 @@ def load_graph(
     return DecodingGraph.read(graph, read_words(words_path), num_senones)
 
 
+def graph_builder(
+    *,
+    num_senones: int,
+    graph: str | None = None,
+    words: str | None = None,
+    transition_model: str | None = None,
+    trained_on_demo: bool = False,
+    grammar: Literal["word", "loop"] = "loop",
+) -> Callable[[float], Any]:
+    """A function from insertion penalty to decoding graph: ``graph`` loaded once, or the demo digit grammar.
+
+    Raises:
+        ValueError: Without ``graph`` for a model not trained on the embedded corpus (there is no default grammar).
+    """
+    if graph is not None:
+        loaded = load_graph(graph, num_senones=num_senones, words=words, transition_model=transition_model)
+        return lambda penalty: loaded.with_insertion_penalty(penalty) if penalty else loaded
+    if not trained_on_demo:
+        raise ValueError(
+            "no decoding graph given, and the model was not trained on the embedded demo corpus whose digit grammar"
+            " would be used: pass a graph (HCLG.fst with words.txt, and final.mdl for transition-id graphs)"
+        )
+    return lambda penalty: demo_graph(num_senones, grammar, penalty)
+
+
 @dataclass
 class DecodeReport:
     """What ``decode`` did: hypotheses, WER (when the data has transcripts) and the settings used."""
@@ -212,25 +238,14 @@ def decode_directory(
     model = AcousticModel.load(checkpoint)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    if graph is None:
-        if not model.trained_on_demo:
-            raise ValueError(
-                f"{checkpoint}: no --graph given, and the model was not trained on the embedded demo corpus whose"
-                " digit grammar would be used; pass --graph HCLG.fst --words words.txt [--transition_model final.mdl]"
-            )
-
-        def build(penalty: float) -> Any:
-            return demo_graph(model.num_senones, grammar, penalty)
-
-        decoding_graph = build(insertion_penalty)
-    else:
-        decoding_graph = load_graph(
-            graph, num_senones=model.num_senones, words=words, transition_model=transition_model
-        )
-
-        def build(penalty: float) -> Any:
-            return decoding_graph.with_insertion_penalty(penalty)
-
+    build = graph_builder(
+        num_senones=model.num_senones,
+        graph=graph,
+        words=words,
+        transition_model=transition_model,
+        trained_on_demo=model.trained_on_demo,
+        grammar=grammar,
+    )
     settings: dict[str, Any] = {"acoustic_scale": acoustic_scale, "insertion_penalty": insertion_penalty}
     if tune_dir is not None:
         tune_likelihoods, _ = compute_loglikelihoods(model, tune_dir, device=device, precision=precision)
@@ -245,8 +260,7 @@ def decode_directory(
         settings = {"acoustic_scale": search.acoustic_scale, "insertion_penalty": search.insertion_penalty}
         (out / "grid.json").write_text(json.dumps(search.to_dict(), indent=2) + "\n")
         log.info("tuned on %s: acoustic scale %s, insertion penalty %s", tune_dir, *settings.values())
-        if settings["insertion_penalty"] != insertion_penalty:
-            decoding_graph = build(settings["insertion_penalty"])
+    decoding_graph = build(settings["insertion_penalty"])
     likelihoods, _ = compute_loglikelihoods(model, data_dir, device=device, precision=precision)
     if write_loglikes:
         write_loglikelihoods(f"ark,scp:{out / 'loglikes.ark'},{out / 'loglikes.scp'}", likelihoods)
@@ -335,18 +349,16 @@ class DecodeTestSet(Callback):
         self.last: dict[str, float] = {}
 
     def _decoding_graph(self, trainer: Trainer, num_senones: int) -> Any:
-        if self.graph is not None:
-            graph = load_graph(
-                self.graph, num_senones=num_senones, words=self.words, transition_model=self.transition_model
-            )
-            return graph.with_insertion_penalty(self.insertion_penalty) if self.insertion_penalty else graph
         train_dir = str(getattr(getattr(trainer, "datamodule", None), "hparams", {}).get("train_dir", ""))
-        if not train_dir.startswith(DEMO_PREFIX):
-            raise ValueError(
-                "DecodeTestSet has no graph: set graph= (and words=, transition_model= for a Kaldi HCLG); only models"
-                " trained on the embedded corpus (fsdd:...) default to its digit grammar"
-            )
-        return demo_graph(num_senones, self.grammar, self.insertion_penalty)
+        build = graph_builder(
+            num_senones=num_senones,
+            graph=self.graph,
+            words=self.words,
+            transition_model=self.transition_model,
+            trained_on_demo=train_dir.startswith(DEMO_PREFIX),
+            grammar=self.grammar,
+        )
+        return build(self.insertion_penalty)
 
     def on_test_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         """Decodes this process's share of the test utterances and logs the summed error counts."""

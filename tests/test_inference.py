@@ -91,6 +91,13 @@ def test_a_graph_file_decodes_like_the_built_in_grammar(checkpoint: Path, tmp_pa
         words=str(tmp_path / "words.txt"),
     )
     assert from_file.hypotheses == built_in.hypotheses
+    # the insertion penalty applies to a graph from a file too: a prohibitive one deletes words
+    penalised = decode_directory(
+        str(checkpoint), "fsdd:test_connected", str(tmp_path / "c"), graph=str(tmp_path / "G.fst"),
+        words=str(tmp_path / "words.txt"), insertion_penalty=50.0,
+    )  # fmt: skip
+    assert penalised.wer is not None and built_in.wer is not None
+    assert penalised.wer["deletions"] > built_in.wer["deletions"]
 
 
 def test_decode_command_and_tuning(checkpoint: Path, tmp_path: Path, capsys) -> None:
@@ -129,7 +136,7 @@ def test_decoding_without_a_graph_needs_a_demo_model(tmp_path: Path, ami_data_di
         },
         tmp_path / "model.ckpt",
     )
-    with pytest.raises(ValueError, match="no --graph given"):
+    with pytest.raises(ValueError, match="no decoding graph given"):
         decode_directory(str(tmp_path / "model.ckpt"), str(ami_data_dir), str(tmp_path / "out"))
 
 
@@ -163,7 +170,7 @@ def test_decode_test_set_without_a_graph_needs_a_demo_model(ami_data_dir: Path) 
     class Fake:
         datamodule = AlignedFramesDataModule(train_dir=str(ami_data_dir))
 
-    with pytest.raises(ValueError, match="DecodeTestSet has no graph"):
+    with pytest.raises(ValueError, match="no decoding graph given"):
         DecodeTestSet()._decoding_graph(Fake(), 5)  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="acoustic_scale"):
         DecodeTestSet(acoustic_scale=0)
