@@ -17,6 +17,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy.typing as npt
 
+from lightning_rectifier.data.datadir import read_kaldi_map
+
 if TYPE_CHECKING:
     from lightning_rectifier.decode.decoder import DecoderOptions
     from lightning_rectifier.decode.graph import DecodingGraph
@@ -182,18 +184,9 @@ def read_text(path: PathLike) -> dict[str, str]:
     """Reads a Kaldi ``text`` file into utterance id -> words joined by single spaces (blank lines skipped).
 
     Raises:
-        ValueError: If an utterance id appears twice.
+        KaldiDataError: If the file is missing or an utterance id appears twice (a ``ValueError``).
     """
-    texts: dict[str, str] = {}
-    with open(path, encoding="utf-8") as file:
-        for number, line in enumerate(file, 1):
-            fields = line.split()
-            if not fields:
-                continue
-            if fields[0] in texts:
-                raise ValueError(f"{path} line {number}: utterance {fields[0]!r} appears twice")
-            texts[fields[0]] = " ".join(fields[1:])
-    return texts
+    return {key: " ".join(value.split()) for key, value in read_kaldi_map(path, multi=True).items()}
 
 
 @dataclass(frozen=True)

@@ -74,7 +74,7 @@ def test_text_files(tmp_path) -> None:
     with pytest.raises(ValueError, match="without whitespace"):
         write_text(tmp_path / "bad", {"a b": "x"})
     (tmp_path / "dup").write_text("a x\n\na y\n")
-    with pytest.raises(ValueError, match="line 3: utterance 'a' appears twice"):
+    with pytest.raises(ValueError, match="line 3, utterance 'a': key listed twice"):
         read_text(tmp_path / "dup")
 
 
