@@ -402,14 +402,17 @@ class DecodeTestSet(Callback):
             "test/sentence_error_rate": sentence_errors / max(sentences, 1),
         }
         pl_module.log_dict(self.last, sync_dist=False)  # already summed over processes
+        log_dir = trainer.log_dir  # a broadcast under DDP: every process reads it
+        if trainer.world_size > 1 and torch.distributed.is_available() and torch.distributed.is_initialized():
+            shares: list[Any] = [None] * trainer.world_size
+            torch.distributed.all_gather_object(shares, hypotheses)  # hyp.txt holds every process's utterances
+            hypotheses = {key: text for share in shares for key, text in share.items()}
         if trainer.is_global_zero:
-            out = Path(trainer.log_dir or trainer.default_root_dir) / "decode"
+            out = Path(log_dir or trainer.default_root_dir) / "decode"
             out.mkdir(parents=True, exist_ok=True)
             write_text(out / "hyp.txt", hypotheses)
             wer: dict[str, Any] = {key.split("/")[1]: value for key, value in self.last.items()}
             wer.update(
                 data_dir=dm._h.test_dir, acoustic_scale=self.acoustic_scale, insertion_penalty=self.insertion_penalty
             )
-            if trainer.world_size > 1:
-                wer["note"] = "hyp.txt holds rank 0's share of the utterances; the counts are over all of them"
             (out / "wer.json").write_text(json.dumps(wer, indent=2) + "\n")

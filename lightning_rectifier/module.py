@@ -97,8 +97,10 @@ class SenoneClassifier(L.LightningModule):
                 f"nonlinearity {nonlinearity!r} has no activation rule; sparsity metrics count h > 0 as active",
                 stacklevel=2,
             )
-        self.register_buffer("train_loss_sum", torch.zeros(()), persistent=False)
+        # not a buffer: DDP would broadcast rank 0's value over every other rank's at each forward
+        self.train_loss_sum = torch.zeros((), dtype=torch.float64)
         self.train_frames = 0
+        self._resumed_epoch: int | None = None  # the epoch whose running loss a checkpoint restored
         self.metrics = torch.nn.ModuleDict(
             {
                 stage: torch.nn.ModuleDict(
@@ -117,7 +119,6 @@ class SenoneClassifier(L.LightningModule):
 
     log_priors: Tensor
     has_priors: Tensor
-    train_loss_sum: Tensor
 
     @property
     def _h(self) -> Any:
@@ -167,6 +168,8 @@ class SenoneClassifier(L.LightningModule):
         features, targets = self._unpack(batch)
         loss = torch.nn.functional.cross_entropy(self.model(features), targets)
         # no per-step host synchronisation: the epoch's loss accumulates on the device
+        if self.train_loss_sum.device != loss.device:
+            self.train_loss_sum = self.train_loss_sum.to(loss.device)
         self.train_loss_sum += loss.detach() * targets.numel()
         self.train_frames += targets.numel()
         every = getattr(self.trainer, "log_every_n_steps", 1)  # set by Lightning at run time
@@ -175,14 +178,42 @@ class SenoneClassifier(L.LightningModule):
         return loss
 
     def on_train_epoch_start(self) -> None:
-        """Starts the epoch's loss average; refuses to go on after a diverged epoch."""
+        """Starts the epoch's loss average (or goes on with a resumed one); refuses to go on after a diverged epoch."""
         value = self.trainer.callback_metrics.get("train/loss_epoch")
         if value is not None and not math.isfinite(float(value)):
             raise FloatingPointError(
                 "the training loss is not finite: lower the learning rate or check the features for outliers"
             )
-        self.train_loss_sum.zero_()
-        self.train_frames = 0
+        resumed, self._resumed_epoch = self._resumed_epoch, None
+        if resumed != self.current_epoch:  # a checkpoint of a finished epoch resumes in the next one
+            self.train_loss_sum = torch.zeros((), dtype=torch.float64, device=self.device)
+            self.train_frames = 0
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Saves the running epoch loss, summed over DDP processes, so a mid-epoch resume logs the whole epoch's mean.
+
+        Lightning calls this on every process (only global rank 0 writes the file), so the sum is a collective.
+        """
+        frames = torch.tensor(float(self.train_frames), dtype=torch.float64, device=self.train_loss_sum.device)
+        totals = torch.stack([self.train_loss_sum.double(), frames])
+        if self.trainer.world_size > 1:
+            totals = self.trainer.strategy.reduce(totals.to(self.device), reduce_op="sum")
+        checkpoint["train_epoch_loss"] = {
+            "epoch": int(self.current_epoch),
+            "loss_sum": float(totals[0]),
+            "frames": int(totals[1]),
+            "world_size": int(self.trainer.world_size),
+        }
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Restores this process's share of the running epoch loss (DDP shares are equal: an even split is exact)."""
+        saved = checkpoint.get("train_epoch_loss")
+        if not saved or not saved.get("frames"):
+            return
+        world = max(int(getattr(self._trainer, "world_size", 1) if self._trainer else 1), 1)
+        self.train_loss_sum = torch.tensor(float(saved["loss_sum"]) / world, dtype=torch.float64)
+        self.train_frames = int(saved["frames"]) // world
+        self._resumed_epoch = int(saved.get("epoch", -1))
 
     def on_train_epoch_end(self) -> None:
         """Logs ``train/loss_epoch``: the frame-weighted epoch mean, averaged over DDP processes (equal shares)."""

@@ -35,14 +35,15 @@ from lightning_rectifier.metrics.functional import (
     _activation_probability_compute,
     _dispersion_compute,
 )
+from lightning_rectifier.metrics.hidden import HiddenLayer, find_hidden_layers, metric_key
 
 Stage = Literal["validation", "train"]
 _STATS = ("mean_activation_probability", "dispersion", "dead_units", "always_on_units")
 _NEEDS = (
-    "DispersionMonitor needs to know the hidden layers: give the LightningModule a `hidden_layers` attribute (a"
-    " sequence of modules whose forward output is a hidden layer's post-nonlinearity activation, shape (frames,"
-    " units), first hidden layer first) and a `nonlinearity` attribute (e.g. 'relu', 'tanh'), or pass"
-    " `DispersionMonitor(layers=[<submodule names>], nonlinearity=...)`."
+    "DispersionMonitor finds activation modules (nn.ReLU, nn.Tanh, ...) by itself; for a network without them, pass"
+    " `DispersionMonitor(layers=[<module paths or patterns>], nonlinearity=..., pre_activation=True)` (the"
+    " modules whose outputs feed a functional nonlinearity such as F.relu), or give the LightningModule a"
+    " `hidden_layers` sequence and a `nonlinearity` attribute."
 )
 
 
@@ -64,6 +65,7 @@ class _Measurement:
     seen: list[int]
     handles: list[RemovableHandle] = field(default_factory=list)
     paused: bool = False
+    order: list[int] = field(default_factory=list)  # layer indices in the order their hooks first fired
 
     @property
     def done(self) -> bool:
@@ -103,15 +105,23 @@ class DispersionMonitor(Callback):
     -> per-unit probabilities on the CPU) and :attr:`last_metrics` (logged key -> value); training measurements fill
     :attr:`last_train_probabilities` and :attr:`last_train_metrics`.
 
-    The LightningModule exposes ``hidden_layers`` (a ``ModuleList``, ``Sequential`` or list of modules whose outputs
-    are post-nonlinearity activations, first hidden layer first) and ``nonlinearity`` (its name), or the callback is
-    given ``layers`` and ``nonlinearity``. A name outside :data:`~lightning_rectifier.metrics.functional.NONLINEARITIES`
-    (a user-registered one) counts a unit as active when its output is > 0, with a warning. Outputs of shape
-    ``(..., units)`` count every leading position as a frame.
+    Which layers: with no arguments, on any LightningModule, the activation modules of the network (``nn.ReLU``,
+    ``LeakyReLU``, ``PReLU``, ``ELU``, ``GELU``, ``SiLU``, ``Tanh``, ``Sigmoid``, ...: see
+    :func:`~lightning_rectifier.metrics.hidden.find_hidden_layers`) in the order they fire in the first measured
+    forward pass, each with the activation rule of its type; the logged keys then name each layer by its module path
+    (``dispersion/net.1/dispersion``). ``layers`` names them instead (module paths or glob patterns such as
+    ``"encoder.*.act"``), with ``nonlinearity`` (one name or one per layer) where the module's type does not tell;
+    ``pre_activation=True`` for modules whose outputs go into a functional nonlinearity (``F.relu(self.fc1(x))``).
+    The package's own :class:`~lightning_rectifier.module.SenoneClassifier` (and any module with a ``hidden_layers``
+    sequence and a ``nonlinearity`` name) is measured on its hidden blocks, logged as ``layer_1``, ``layer_2``, ...;
+    there a name outside :data:`~lightning_rectifier.metrics.functional.NONLINEARITIES` (a user-registered one)
+    counts a unit as active when its output is > 0, with a warning. Outputs of shape ``(..., units)`` count every
+    leading position as a frame.
 
     Under DDP each process counts ``ceil(num_frames / world_size)`` of its own frames and the counts are summed
     across processes before anything is computed, so at least ``num_frames`` frames are measured in all; every
-    process must see the same number of frames per batch (as Lightning's distributed samplers give).
+    process must see the same number of frames per batch (as Lightning's distributed samplers give). When some process
+    saw no output of some layer, every process skips the measurement (with a warning), so none waits for the others.
 
     Args:
         num_frames: Frames measured per layer and measurement (the paper: 10,000): the first ``num_frames`` frames of
@@ -120,9 +130,12 @@ class DispersionMonitor(Callback):
         saturation: For tanh / sigmoid: "neg" counts a unit as active unless saturated at its off asymptote, "both"
             unless saturated at either asymptote (the paper shows both for tanh).
         threshold: Where tanh saturates (``|h| >= threshold``); the paper uses 0.95.
-        layers: Names of the submodules (as for ``pl_module.get_submodule``) whose outputs are the hidden
-            activations, first hidden layer first; default: the module's ``hidden_layers``.
-        nonlinearity: The hidden nonlinearity; default: the module's ``nonlinearity`` attribute.
+        layers: Module paths (as for ``pl_module.get_submodule``) or glob patterns of the modules whose outputs are
+            the hidden activations, first hidden layer first; default: the module's ``hidden_layers``, else every
+            activation module.
+        nonlinearity: The hidden nonlinearity (one name, or one per layer); default: each module's type, else the
+            module's ``nonlinearity`` attribute.
+        pre_activation: The named layers' outputs are the nonlinearity's input (functional activations).
         plot: Draw the figure (``.npz`` files are written either way).
         plot_every_n_evaluations: Also draw on every N-th measured validation while fitting (the N-th, 2N-th, ...). By
             default (None) the figure is drawn once per fit, for its last validation (the trained model, as in the
@@ -131,7 +144,7 @@ class DispersionMonitor(Callback):
 
     Raises:
         ValueError: For invalid arguments.
-        MisconfigurationException: In ``setup``, when the hidden layers or the nonlinearity cannot be found.
+        MisconfigurationException: In ``setup``, when the hidden layers or their nonlinearity cannot be found.
 
     Example:
         >>> monitor = DispersionMonitor(num_frames=10_000, every_n_train_steps=1000, saturation="both")
@@ -147,7 +160,8 @@ class DispersionMonitor(Callback):
         saturation: Literal["neg", "both"] = "neg",
         threshold: float = 0.95,
         layers: list[str] | None = None,
-        nonlinearity: str | None = None,
+        nonlinearity: str | list[str] | None = None,
+        pre_activation: bool = False,
         plot: bool = True,
         plot_every_n_evaluations: int | None = None,
         logging_prefix: str = "dispersion",
@@ -166,8 +180,13 @@ class DispersionMonitor(Callback):
             or not all(isinstance(name, str) for name in layers)
         ):
             raise ValueError(f"Expected layers to be a non-empty list of submodule names, got {layers!r}.")
-        if nonlinearity is not None and (not isinstance(nonlinearity, str) or not nonlinearity):
-            raise ValueError(f"Expected nonlinearity to be a non-empty string or None, got {nonlinearity!r}.")
+        names = [nonlinearity] if isinstance(nonlinearity, str) else nonlinearity
+        if names is not None and (
+            not isinstance(names, (list, tuple)) or not names or not all(isinstance(n, str) and n for n in names)
+        ):
+            raise ValueError(
+                f"Expected nonlinearity to be a non-empty string, a list of them, or None, got {nonlinearity!r}."
+            )
         if not isinstance(plot, bool):
             raise ValueError(f"Expected plot to be a bool, got {plot!r}.")
         if plot_every_n_evaluations is not None:
@@ -180,7 +199,8 @@ class DispersionMonitor(Callback):
         self.saturation = saturation
         self.threshold = float(threshold)
         self.layers = list(layers) if layers is not None else None
-        self.nonlinearity = nonlinearity
+        self.nonlinearity = nonlinearity if isinstance(nonlinearity, (str, type(None))) else list(nonlinearity)
+        self.pre_activation = bool(pre_activation)
         self.plot = plot
         self.plot_every_n_evaluations = plot_every_n_evaluations
         self.logging_prefix = logging_prefix.strip("/")
@@ -191,9 +211,10 @@ class DispersionMonitor(Callback):
         self.last_train_metrics: dict[str, float] = {}
         self._evaluations = 0  # validations measured, for plot_every_n_evaluations
         self._undrawn: tuple[Path, int, int] | None = None  # the last saved evaluation, when its figure is not drawn
-        self._hidden: list[nn.Module] = []
-        self._nonlinearity = ""  # the resolved name, for titles and files
-        self._rule: Nonlinearity = "relu"  # the name the activation rule uses
+        self._hidden: list[HiddenLayer] = []
+        self._keys: list[str] = []  # each layer's name in logged keys: layer_1, ... or its module path
+        self._discovered = False  # layers found by type: re-ordered by the order they fire
+        self._nonlinearity = ""  # the resolved name(s), for titles and files
         self._warned_unknown: set[str] = set()
         # counters survive measurements (reset at each start); a plain dict keeps them out of any state_dict
         self._counters: dict[Stage, list[ActivationProbability | None]] = {}
@@ -207,20 +228,7 @@ class DispersionMonitor(Callback):
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
         if stage not in ("fit", "validate"):
             return
-        self._hidden = self._resolve_layers(pl_module)
-        name = self.nonlinearity if self.nonlinearity is not None else getattr(pl_module, "nonlinearity", None)
-        if not isinstance(name, str) or not name:
-            raise MisconfigurationException(
-                f"DispersionMonitor could not tell the hidden nonlinearity (got {name!r}). " + _NEEDS
-            )
-        self._nonlinearity = name
-        self._rule = cast("Nonlinearity", name) if name in NONLINEARITIES else "relu"
-        if name not in NONLINEARITIES and name not in self._warned_unknown:
-            self._warned_unknown.add(name)
-            rank_zero_warn(
-                f"DispersionMonitor does not know the nonlinearity {name!r}: a unit counts as active when its output"
-                f" is > 0 (the rectifier rule). Known: {', '.join(NONLINEARITIES)}."
-            )
+        self._hidden, self._keys = self._resolve_layers(pl_module)
         self._counters.clear()  # layer widths may differ from a previous run
         self._last_train_start = -1
 
@@ -237,7 +245,7 @@ class DispersionMonitor(Callback):
             self._running["train"].paused = False
         if "validation" not in self._running:
             return
-        result = self._finish("validation")
+        result = self._finish(trainer, "validation")
         if result is None:
             return
         self.last_probabilities, self.last_metrics = result.probabilities, result.metrics
@@ -263,7 +271,7 @@ class DispersionMonitor(Callback):
         measurement = self._running.get("train")
         if measurement is None or not measurement.done:
             return
-        result = self._finish("train")
+        result = self._finish(trainer, "train")
         if result is None:
             return
         self.last_train_probabilities, self.last_train_metrics = result.probabilities, result.metrics
@@ -293,21 +301,51 @@ class DispersionMonitor(Callback):
     # -----------------------------------------------------------------------------------------------------------------
     # measuring
 
-    def _resolve_layers(self, pl_module: LightningModule) -> list[nn.Module]:
-        if self.layers is not None:
-            modules = []
-            for name in self.layers:
-                try:
-                    modules.append(pl_module.get_submodule(name))
-                except AttributeError as error:
-                    raise MisconfigurationException(
-                        f"DispersionMonitor(layers=...) names {name!r}, which is not a submodule of"
-                        f" {type(pl_module).__name__}: {error}"
-                    ) from error
-            return modules
+    def _resolve_layers(self, pl_module: LightningModule) -> tuple[list[HiddenLayer], list[str]]:
+        """The hidden layers and their names in logged keys (see the class docstring for the three ways)."""
+        attribute = getattr(pl_module, "nonlinearity", None)
         hidden = getattr(pl_module, "hidden_layers", None)
-        if hidden is None:
-            raise MisconfigurationException(f"{type(pl_module).__name__} has no `hidden_layers`. " + _NEEDS)
+        self._discovered = False
+        if self.layers is None and hidden is not None:
+            layers = [
+                HiddenLayer(f"hidden_layers.{i}", module, self._known_rule(attribute))
+                for i, module in enumerate(self._hidden_sequence(pl_module, hidden))
+            ]
+            self._nonlinearity = self.nonlinearity if isinstance(self.nonlinearity, str) else str(attribute)
+            return layers, [f"layer_{i}" for i in range(1, len(layers) + 1)]
+        try:
+            layers = find_hidden_layers(
+                pl_module,
+                self.layers,
+                self.nonlinearity,
+                self.pre_activation,
+                default_nonlinearity=attribute if isinstance(attribute, str) else None,
+            )
+        except ValueError as error:
+            where = type(pl_module).__name__
+            raise MisconfigurationException(f"DispersionMonitor on {where}: {error}. " + _NEEDS) from error
+        self._discovered = self.layers is None
+        self._nonlinearity = ", ".join(dict.fromkeys(layer.nonlinearity for layer in layers))
+        return layers, [metric_key(layer.name) for layer in layers]
+
+    def _known_rule(self, name: Any) -> Nonlinearity:
+        name = self.nonlinearity if isinstance(self.nonlinearity, str) else name
+        if not isinstance(name, str) or not name:
+            raise MisconfigurationException(
+                f"DispersionMonitor could not tell the hidden nonlinearity (got {name!r}). " + _NEEDS
+            )
+        if name in NONLINEARITIES:
+            return cast("Nonlinearity", name)
+        if name not in self._warned_unknown:
+            self._warned_unknown.add(name)
+            rank_zero_warn(
+                f"DispersionMonitor does not know the nonlinearity {name!r}: a unit counts as active when its output"
+                f" is > 0 (the rectifier rule). Known: {', '.join(NONLINEARITIES)}."
+            )
+        return "relu"
+
+    @staticmethod
+    def _hidden_sequence(pl_module: LightningModule, hidden: Any) -> list[nn.Module]:
         if isinstance(hidden, nn.Module) and not hasattr(hidden, "__iter__"):
             modules = [hidden]  # a single hidden layer
         else:
@@ -331,51 +369,79 @@ class DispersionMonitor(Callback):
                 counter.to(pl_module.device)
         measurement = _Measurement(math.ceil(self.num_frames / trainer.world_size), counters, [0] * len(counters))
         measurement.handles = [
-            layer.register_forward_hook(self._hook(measurement, index)) for index, layer in enumerate(self._hidden)
+            layer.module.register_forward_hook(self._hook(measurement, index))
+            for index, layer in enumerate(self._hidden)
         ]
         self._running[stage] = measurement
 
     def _hook(self, measurement: _Measurement, index: int) -> Callable[[nn.Module, Any, Any], None]:
+        layer = self._hidden[index]
+
         def count(module: nn.Module, args: Any, output: Any) -> None:
             needed = measurement.budget - measurement.seen[index]
             if measurement.paused or needed <= 0:
                 return
+            if index not in measurement.order:
+                measurement.order.append(index)
             if not isinstance(output, Tensor) or output.ndim == 0:
                 raise TypeError(
-                    f"DispersionMonitor: hidden layer {index + 1} ({type(module).__name__}) returned"
+                    f"DispersionMonitor: hidden layer {layer.name} ({type(module).__name__}) returned"
                     f" {type(output).__name__}; expected its activations as a tensor of shape (frames, units)."
                 )
-            h = output.detach().reshape(-1, output.shape[-1])[:needed]  # only the frames still needed
+            h = layer.activations(output.detach().reshape(-1, output.shape[-1])[:needed])  # the frames still needed
             counter = measurement.metrics[index]
             if counter is None:
-                counter = ActivationProbability(h.shape[-1], self._rule, self.saturation, self.threshold)
+                counter = ActivationProbability(h.shape[-1], layer.nonlinearity, self.saturation, self.threshold)
                 measurement.metrics[index] = counter.to(h.device)
             counter.update(h)
             measurement.seen[index] += h.shape[0]
 
         return count
 
-    def _finish(self, stage: Stage) -> _Result | None:
+    def _finish(self, trainer: Trainer, stage: Stage) -> _Result | None:
         """Stops a measurement and turns its counts, summed over processes (all ranks call this), into results."""
         measurement = self._running.pop(stage)
         measurement.remove_hooks()
-        counters = [counter for counter in measurement.metrics if counter is not None]
-        if len(counters) < len(measurement.metrics):
+        missing = sum(counter is None for counter in measurement.metrics)
+        if trainer.world_size > 1:  # every rank decides alike, or one would wait in a collective for ever
+            device = next((c.device for c in measurement.metrics if c is not None), trainer.strategy.root_device)
+            missing = int(trainer.strategy.reduce(torch.tensor(missing, device=device), reduce_op="sum"))
+        if missing:
             rank_zero_warn(f"DispersionMonitor saw no output of some hidden layer during {stage}; nothing logged.")
             return None
+        if self._discovered and sorted(measurement.order) == list(range(len(self._hidden))):
+            self._reorder(measurement)
+        counters = cast("list[ActivationProbability]", measurement.metrics)
         scope = f"{self.logging_prefix}/" + ("train/" if stage == "train" else "")
         probabilities: dict[int, Tensor] = {}
         metrics: dict[str, float] = {}
         counted: list[int] = []
-        for layer, counter in enumerate(counters, start=1):
+        for layer, (key, counter) in enumerate(zip(self._keys, counters, strict=True), start=1):
             with counter.sync_context():  # sums the counts over processes; no-op on one
                 active, frames = counter.active.clone(), counter.frames.clone()
             with torch.inference_mode(False):  # a plain tensor for the user even when validating in inference mode
                 probabilities[layer] = _activation_probability_compute(active, frames).cpu().clone()
             stats = _dispersion_compute(active, frames)
-            metrics.update({f"{scope}layer_{layer}/{name}": float(stats[name]) for name in _STATS})
+            metrics.update({f"{scope}{key}/{name}": float(stats[name]) for name in _STATS})
             counted.append(int(frames))
         return _Result(probabilities, metrics, counted)
+
+    def _reorder(self, measurement: _Measurement) -> None:
+        """Puts discovered layers into the order they fired (once: the order of a network's forward pass)."""
+        order = measurement.order
+        self._discovered = False
+        if order == sorted(order):
+            return
+        self._hidden = [self._hidden[i] for i in order]
+        self._keys = [self._keys[i] for i in order]
+        measurement.metrics = [measurement.metrics[i] for i in order]
+        for stage, counters in self._counters.items():
+            self._counters[stage] = [counters[i] for i in order]
+
+    @property
+    def layer_names(self) -> list[str]:
+        """The measured layers' names in logged keys, first hidden layer first (``layer_1``... or module paths)."""
+        return list(self._keys)
 
     def _stop(self, stage: Stage) -> None:
         measurement = self._running.pop(stage, None)
@@ -405,6 +471,7 @@ class DispersionMonitor(Callback):
             epoch=np.int64(epoch),
             step=np.int64(step),
             frames=np.asarray(frames, dtype=np.int64),
+            names=np.asarray(self._keys, dtype=np.str_),
         )
         write_npz(out / f"{stem}.npz", arrays)
         write_npz(out / "latest.npz", arrays)
@@ -420,12 +487,13 @@ class DispersionMonitor(Callback):
             self._draw(trainer, *self._undrawn)  # the figure of the trained model
 
     def _draw(self, trainer: Trainer, path: Path, epoch: int, step: int) -> None:
-        curves = {
-            f"layer {i} (dispersion {self.last_metrics[f'{self.logging_prefix}/layer_{i}/dispersion']:.3f})": p.numpy()
-            for i, p in self.last_probabilities.items()
-        }
+        curves = {}
+        for (i, p), key in zip(self.last_probabilities.items(), self._keys, strict=True):
+            label = f"layer {i}" if key == f"layer_{i}" else f"layer {i}: {key}"
+            value = self.last_metrics[f"{self.logging_prefix}/{key}/dispersion"]
+            curves[f"{label} (dispersion {value:.3f})"] = p.numpy()
         rule = self._nonlinearity
-        if self._rule in ("tanh", "sigmoid"):
+        if any(layer.nonlinearity in ("tanh", "sigmoid") for layer in self._hidden):
             rule += f", saturation {self.saturation!r} at {self.threshold:g}"
         fig = activation_probability_figure(curves, f"{rule}; epoch {epoch}, step {step}")
         fig.savefig(path, dpi=100)

@@ -17,7 +17,6 @@ from typing import Any
 
 from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
-from lightning.pytorch.utilities import rank_zero_only
 from typing_extensions import override
 
 log = logging.getLogger(__name__)
@@ -56,8 +55,14 @@ class RunSummary(Callback):
         if value is not None and math.isfinite(value) and (not self.best or value < self.best[self.monitor]):
             self.best, self.best_epoch = dict(metrics), trainer.current_epoch
 
-    def summary(self, trainer: Trainer) -> dict[str, Any]:
-        """The summary as a JSON-serialisable dict."""
+    def summary(self, trainer: Trainer, log_dir: str | None = None) -> dict[str, Any]:
+        """The summary as a JSON-serialisable dict.
+
+        Args:
+            trainer: The trainer that ran.
+            log_dir: ``trainer.log_dir``, when the caller has it (under DDP reading it is a collective: every process
+                must read it, so only call ``summary`` without it on all processes at once).
+        """
         checkpoints = [cb for cb in trainer.checkpoint_callbacks if isinstance(cb, ModelCheckpoint)]
         layers: dict[int, dict[str, float]] = {}
         for key, value in self.last.items():
@@ -74,16 +79,18 @@ class RunSummary(Callback):
                 key=lambda path: Path(path).stat().st_mtime,
                 default=None,
             ),
-            "log_dir": trainer.log_dir,
+            "log_dir": log_dir if log_dir is not None else trainer.log_dir,
             "global_step": trainer.global_step,
             "epochs": trainer.current_epoch,
         }
 
     @override
-    @rank_zero_only
     def on_fit_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        summary = self.summary(trainer)
-        directory = Path(trainer.log_dir or trainer.default_root_dir)
+        log_dir = trainer.log_dir  # a broadcast under DDP: every process reads it, then only rank 0 writes
+        if not trainer.is_global_zero:
+            return
+        summary = self.summary(trainer, log_dir)
+        directory = Path(log_dir or trainer.default_root_dir)
         directory.mkdir(parents=True, exist_ok=True)
         (directory / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
         if self.console:

@@ -19,13 +19,13 @@ from typing import Literal, get_args
 import torch
 from torch import Tensor
 
-Nonlinearity = Literal["relu", "leaky_relu", "prelu", "elu", "gelu", "tanh", "sigmoid"]
+Nonlinearity = Literal["relu", "leaky_relu", "prelu", "elu", "gelu", "silu", "tanh", "sigmoid"]
 Saturation = Literal["neg", "both"]
 
 NONLINEARITIES: tuple[str, ...] = get_args(Nonlinearity)
 SATURATIONS: tuple[str, ...] = get_args(Saturation)
-# active when h > 0; ELU and GELU go beyond the paper, which used only ReL and leaky ReL
-_RECTIFIERS = ("relu", "leaky_relu", "prelu", "elu", "gelu")
+# active when h > 0; ELU, GELU and SiLU go beyond the paper, which used only ReL and leaky ReL
+_RECTIFIERS = ("relu", "leaky_relu", "prelu", "elu", "gelu", "silu")
 
 
 def _ratio(numerator: Tensor, denominator: Tensor | int) -> Tensor:
@@ -180,8 +180,8 @@ def activation_bounds(
 ) -> tuple[float, float | None]:
     """The open interval ``(lower, upper)`` in which a unit counts as active.
 
-    * ReL family (``relu``, ``leaky_relu``, ``prelu``, ``elu``, ``gelu``): ``h > 0``. They have no upper asymptote,
-      so ``saturation`` and ``threshold`` do not apply (they are still checked).
+    * ReL family (``relu``, ``leaky_relu``, ``prelu``, ``elu``, ``gelu``, ``silu``): ``h > 0``. They have no upper
+      asymptote, so ``saturation`` and ``threshold`` do not apply (they are still checked).
     * ``tanh``: "neg" -> ``h > -threshold``; "both" -> ``-threshold < h < threshold``.
     * ``sigmoid``: since ``sigmoid(x) = (tanh(x / 2) + 1) / 2``, tanh's ``∓threshold`` map to ``(1 ∓ threshold) / 2``
       (0.025 and 0.975 for 0.95): "neg" -> ``h > 0.025``; "both" -> ``0.025 < h < 0.975``.

@@ -196,7 +196,9 @@ def test_explicit_layers_and_nonlinearity(tmp_path: Path) -> None:
     reference = np_reference([hidden[0], hidden[2]], "relu", "neg")
     assert sorted(monitor.last_probabilities) == [1, 2]
     np.testing.assert_allclose(monitor.last_probabilities[2].numpy(), reference[2]["probs"], atol=1e-7)
-    assert trainer.callback_metrics["dispersion/layer_2/dispersion"] == pytest.approx(reference[2]["dispersion"])
+    # named layers are logged under their module paths
+    assert trainer.callback_metrics["dispersion/model.hidden.2/dispersion"] == pytest.approx(reference[2]["dispersion"])
+    assert monitor.layer_names == ["model.hidden.0", "model.hidden.2"]
 
 
 def test_hidden_layers_as_a_plain_list(tmp_path: Path) -> None:
@@ -266,7 +268,7 @@ def test_training_measurement_pauses_during_validation(tmp_path: Path) -> None:
     trainer = make_trainer(tmp_path, [recorder, monitor], loggers=False, max_steps=4, num_sanity_val_steps=0)
     with mock.patch.object(monitor, "_finish", wraps=monitor._finish) as finish:
         trainer.fit(module, loader(x, y), loader(x_val, y_val))
-    assert [call.args[0] for call in finish.call_args_list] == ["train", "validation", "train"]
+    assert [call.args[1] for call in finish.call_args_list] == ["train", "validation", "train"]
     # it counted the 64 frames of step 2's batch and the first 36 of step 3's, and no validation frame
     hidden = [
         np.concatenate([a, b])
@@ -340,6 +342,7 @@ def test_fit_writes_figures_and_probabilities_and_logs_the_image(tmp_path: Path)
         "epoch": 2,
         "step": 9,
         "frames": [100, 100, 100],
+        "names": ["layer_1", "layer_2", "layer_3"],
     }
 
     events = EventAccumulator(tb_logger.log_dir, size_guidance={"images": 0})
@@ -384,11 +387,32 @@ def test_figure_sorts_each_curve_and_normalises_mixed_widths() -> None:
 # configuration
 
 
-def test_module_without_hidden_layers_is_a_clear_error(tmp_path: Path) -> None:
+def test_module_without_hidden_layers_is_measured_on_its_activation_modules(tmp_path: Path) -> None:
+    x, y = make_data()
+    module = TinyClassifier("tanh", expose=False)
+    monitor = DispersionMonitor(num_frames=150, plot=False)
+    make_trainer(tmp_path, [monitor], loggers=False).validate(module, loader(x, y), verbose=False)
+    assert monitor.layer_names == ["model.hidden.0.act", "model.hidden.1.act", "model.hidden.2.act"]
+    reference = np_reference(hidden_of(module.model, x[:150]), "tanh", "neg")
+    for layer in (1, 2, 3):
+        np.testing.assert_allclose(monitor.last_probabilities[layer].numpy(), reference[layer]["probs"], atol=1e-7)
+        key = f"dispersion/model.hidden.{layer - 1}.act/dispersion"
+        assert monitor.last_metrics[key] == pytest.approx(reference[layer]["dispersion"])
+
+
+def test_module_without_activation_modules_is_a_clear_error(tmp_path: Path) -> None:
+    class Functional(LightningModule):
+        def __init__(self) -> None:
+            super().__init__()
+            self.fc = torch.nn.Linear(20, 5)
+
+        def validation_step(self, batch: Any, batch_idx: int) -> None:
+            self.fc(batch[0])
+
     x, y = make_data()
     trainer = make_trainer(tmp_path, [DispersionMonitor()], loggers=False)
-    with pytest.raises(MisconfigurationException, match=r"hidden_layers.*layers=\["):
-        trainer.validate(TinyClassifier(expose=False), loader(x, y), verbose=False)
+    with pytest.raises(MisconfigurationException, match=r"no activation module.*layers=\["):
+        trainer.validate(Functional(), loader(x, y), verbose=False)
 
 
 def test_missing_nonlinearity_and_bad_layer_names_are_clear_errors(tmp_path: Path) -> None:

@@ -21,7 +21,7 @@ BATCH_SIZES = (7, 0, 20, 1, 12)  # includes an empty batch
 
 def np_active(h: np.ndarray, nonlinearity: str, saturation: str, threshold: float = 0.95) -> np.ndarray:
     h = h.astype(np.float32)
-    if nonlinearity in ("relu", "leaky_relu", "prelu", "elu", "gelu"):
+    if nonlinearity in ("relu", "leaky_relu", "prelu", "elu", "gelu", "silu"):
         return h > 0
     if nonlinearity == "tanh":
         off, on = np.float32(-threshold), np.float32(threshold)
@@ -248,7 +248,7 @@ def test_wrong_unit_count_says_expected_and_got() -> None:
 @pytest.mark.parametrize(
     ("kwargs", "match"),
     [
-        ({"nonlinearity": "softplus"}, "relu, leaky_relu, prelu, elu, gelu, tanh, sigmoid"),
+        ({"nonlinearity": "softplus"}, "relu, leaky_relu, prelu, elu, gelu, silu, tanh, sigmoid"),
         ({"saturation": "pos"}, "neg, both"),
         ({"threshold": 1.5}, r"\(0, 1\]"),
         ({"threshold": 0.0}, r"\(0, 1\]"),

@@ -39,7 +39,7 @@ def test_comparisons_are_strict() -> None:
     assert is_active(tanh_edges, "tanh", "neg").tolist() == [False, False, True, True, True, True, True]
     assert is_active(tanh_edges, "tanh", "both").tolist() == [False, False, True, True, True, False, False]
     relu_edges = torch.tensor([-0.0, 0.0, 1e-30, -1e-30])
-    for name in ("relu", "leaky_relu", "prelu", "elu", "gelu"):
+    for name in ("relu", "leaky_relu", "prelu", "elu", "gelu", "silu"):
         assert is_active(relu_edges, name).tolist() == [False, False, True, False]  # type: ignore[arg-type]
 
 
@@ -77,7 +77,7 @@ def test_is_active_keeps_shape_and_ignores_grad() -> None:
 @pytest.mark.parametrize(
     ("args", "match"),
     [
-        (("swish", "neg", 0.95), "Expected nonlinearity to be one of relu, leaky_relu, prelu, elu, gelu, tanh"),
+        (("swish", "neg", 0.95), "Expected nonlinearity to be one of relu, leaky_relu, prelu, elu, gelu, silu, tanh"),
         (("tanh", "upper", 0.95), "Expected saturation to be one of neg, both; got 'upper'"),
         (("tanh", "neg", 0.0), r"Expected threshold in \(0, 1\], got 0.0"),
         (("tanh", "neg", 1.01), r"Expected threshold in \(0, 1\]"),
@@ -90,4 +90,4 @@ def test_bad_choices_raise_with_the_choices(args: tuple, match: str) -> None:
 
 
 def test_nonlinearities_listed() -> None:
-    assert NONLINEARITIES == ("relu", "leaky_relu", "prelu", "elu", "gelu", "tanh", "sigmoid")
+    assert NONLINEARITIES == ("relu", "leaky_relu", "prelu", "elu", "gelu", "silu", "tanh", "sigmoid")
