@@ -36,6 +36,8 @@ _NOISE = [
     r"`isinstance\(treespec, LeafSpec\)` is deprecated",  # Lightning 2.6 with torch >= 2.11
     r"The number of training batches .* is smaller than the logging interval",
     r"Total length of .* across ranks is zero",  # no validation set configured
+    # the module's evaluation metrics are torchmetrics objects, already reduced across processes by compute()
+    r"It is recommended to use `self.log\('(val|test)/.*sync_dist=True",
 ]
 
 
