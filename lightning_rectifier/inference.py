@@ -44,26 +44,26 @@ class AcousticModel:
     def load(cls, checkpoint: str | os.PathLike[str], map_location: str | torch.device = "cpu") -> AcousticModel:
         """Loads a checkpoint written by ``lightning-rectifier fit`` (or any fit with the project's datamodule).
 
+        The file is read with ``weights_only=True`` (see :mod:`lightning_rectifier.checkpoint`): one that names code
+        to run is refused before anything in it runs.
+
         Raises:
             FileNotFoundError: If the file does not exist.
-            ValueError: If it is not a SenoneClassifier checkpoint with the datamodule's settings.
+            ValueError: If it is not a SenoneClassifier checkpoint with the datamodule's settings, is empty or
+                truncated, names objects outside the weights-only allow-list, or its weights disagree with its
+                hyperparameters.
         """
+        from lightning_rectifier.checkpoint import read_checkpoint, senone_classifier_from_checkpoint
+
         path = Path(checkpoint)
-        if not path.is_file():
-            raise FileNotFoundError(f"checkpoint {str(path)!r} does not exist")
-        raw = torch.load(path, map_location=map_location, weights_only=False)
-        if not isinstance(raw, dict) or "state_dict" not in raw or "hyper_parameters" not in raw:
-            raise ValueError(
-                f"{path}: not a Lightning checkpoint of a SenoneClassifier (no state_dict/hyper_parameters)"
-            )
+        raw = read_checkpoint(path, map_location)  # weights only: a crafted file cannot run code
         data_hparams = raw.get("datamodule_hyper_parameters")
         if data_hparams is None:
             raise ValueError(
                 f"{path}: the checkpoint has no datamodule settings (CMVN, deltas, context); it must come from a fit"
                 " with AlignedFramesDataModule"
             )
-        model = SenoneClassifier.load_from_checkpoint(path, map_location=map_location)
-        model.eval()
+        model = senone_classifier_from_checkpoint(raw, path)
         hparams = {k: v for k, v in dict(data_hparams).items() if not k.startswith("_")}
         return cls(model, hparams, dict(raw.get(AlignedFramesDataModule.__qualname__, {})), str(path))
 
