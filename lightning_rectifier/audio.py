@@ -21,6 +21,7 @@ import torch
 import torchaudio.functional
 
 from lightning_rectifier.data.errors import KaldiDataError, is_pipe, refuse_pipe, where
+from lightning_rectifier.data.tables import read_table
 
 __all__ = [
     "AUDIO_SUFFIXES",
@@ -80,15 +81,11 @@ def read_kaldi_table(path: str | Path) -> list[tuple[str, str, int]]:
     """
     rows: list[tuple[str, str, int]] = []
     seen: dict[str, int] = {}
-    with open(path, encoding="utf-8") as handle:
-        for number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            key, _, value = line.strip().partition(" ")
-            if key in seen:
-                raise KaldiDataError(f"{where(path, key, number)}: duplicate key (first on line {seen[key]})")
-            seen[key] = number
-            rows.append((key, value.strip(), number))
+    for number, key, value in read_table(path):
+        if key in seen:
+            raise KaldiDataError(f"{where(path, key, number)}: duplicate key (first on line {seen[key]})")
+        seen[key] = number
+        rows.append((key, value, number))
     return rows
 
 

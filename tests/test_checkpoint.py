@@ -62,7 +62,7 @@ def test_empty_truncated_and_foreign_files_name_the_file(tmp_path: Path) -> None
         read_checkpoint(foreign)
     with pytest.raises(ValueError, match=r"list\.ckpt: expected a Lightning checkpoint \(a dict\), got list"):
         read_checkpoint(listed)
-    with pytest.raises(FileNotFoundError, match="missing.ckpt"):
+    with pytest.raises(FileNotFoundError, match=r"missing\.ckpt"):
         read_checkpoint(tmp_path / "missing.ckpt")
     assert zipfile.is_zipfile(good)
 

@@ -24,6 +24,7 @@ from typing import IO, Literal
 import numpy as np
 
 from lightning_rectifier.data.errors import KaldiDataError, KaldiFormatError, refuse_pipe, where
+from lightning_rectifier.data.tables import read_table
 
 TableKind = Literal["ark", "scp"]
 
@@ -295,17 +296,9 @@ def read_scp_lines(path: Path, *, allow_pipes: bool) -> Iterator[tuple[int, str,
     Raises:
         KaldiDataError: For a missing file, a line without a value, or a pipe when ``allow_pipes`` is False.
     """
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise KaldiDataError(f"{path}: file does not exist") from None
-    for number, line in enumerate(text.splitlines(), 1):
-        if not line.strip():
-            continue
-        key, _, value = line.strip().partition(" ")
-        value = value.strip()
+    for number, key, value in read_table(path):
         if not value:
-            raise KaldiDataError(f"{where(path, key, number)}: expected 'key value', got {line!r}")
+            raise KaldiDataError(f"{where(path, key, number)}: expected 'key value', got {key!r} alone")
         refuse_pipe(value, allow_pipes=allow_pipes, source=where(path, key, number))
         yield number, key, value
 

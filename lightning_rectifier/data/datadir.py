@@ -17,6 +17,7 @@ import numpy as np
 from lightning_rectifier.data.archive import MatrixEntry, resolve_path
 from lightning_rectifier.data.errors import KaldiDataError, refuse_pipe, where
 from lightning_rectifier.data.kaldi_io import index_features, read_matrix
+from lightning_rectifier.data.tables import read_table
 
 log = logging.getLogger(__name__)
 
@@ -37,19 +38,11 @@ def read_kaldi_map(path: str | os.PathLike[str], *, multi: bool = False) -> dict
         'lbi-6241-61943'
     """
     path = Path(path)
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except FileNotFoundError:
-        raise KaldiDataError(f"{path}: file does not exist") from None
     out: dict[str, str] = {}
     first_line: dict[str, int] = {}
-    for number, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        key, _, value = line.strip().partition(" ")
-        value = value.strip()
+    for number, key, value in read_table(path):
         if not value and not multi:
-            raise KaldiDataError(f"{where(path, key, number)}: expected 'key value', got {line!r}")
+            raise KaldiDataError(f"{where(path, key, number)}: expected 'key value', got {key!r} alone")
         if not multi and len(value.split()) != 1:
             raise KaldiDataError(f"{where(path, key, number)}: expected one value after the key, got {value!r}")
         if key in out:
@@ -211,10 +204,25 @@ class KaldiDataDir:
 
 def _check_spk2utt(path: Path, utt2spk: dict[str, str]) -> None:
     spk2utt = read_kaldi_map(path / "spk2utt", multi=True)
+    fix = "(run utils/utt2spk_to_spk2utt.pl or utils/fix_data_dir.sh)"
+    listed: dict[str, str] = {}
     for speaker, utterances in spk2utt.items():
         for utterance in utterances.split():
-            if utt2spk.get(utterance, speaker) != speaker:
+            if utterance not in utt2spk:
+                raise KaldiDataError(
+                    f"{path / 'spk2utt'} and {path / 'utt2spk'} disagree: spk2utt lists {utterance!r} under"
+                    f" {speaker!r}, utt2spk does not have it {fix}"
+                )
+            if utt2spk[utterance] != speaker or utterance in listed:
+                other = listed.get(utterance, utt2spk[utterance])
                 raise KaldiDataError(
                     f"{path / 'spk2utt'} and {path / 'utt2spk'} disagree: spk2utt puts {utterance!r} under"
-                    f" {speaker!r}, utt2spk under {utt2spk[utterance]!r} (run utils/fix_data_dir.sh)"
+                    f" {speaker!r}, {'also under' if utterance in listed else 'utt2spk under'} {other!r} {fix}"
                 )
+            listed[utterance] = speaker
+    missing = [utterance for utterance in utt2spk if utterance not in listed]
+    if missing:
+        raise KaldiDataError(
+            f"{path / 'spk2utt'} and {path / 'utt2spk'} disagree: {len(missing)} utterance(s) of utt2spk are under no"
+            f" speaker in spk2utt, e.g. {missing[0]!r} of speaker {utt2spk[missing[0]]!r} {fix}"
+        )

@@ -35,18 +35,20 @@ def read_words(path: PathLike) -> list[str]:
         >>> read_words(path)
         ['<eps>', 'yes', 'no']
     """
+    from lightning_rectifier.data.tables import read_table
+
     table: dict[int, str] = {}
-    with open(path, encoding="utf-8") as file:
-        for number, line in enumerate(file, 1):
-            fields = line.split()
-            if not fields:
-                continue
-            if len(fields) != 2 or not fields[1].isdigit():
-                raise ValueError(f"{path} line {number}: expected 'symbol id', got {line.rstrip()!r}")
-            key = int(fields[1])
-            if key in table:
-                raise ValueError(f"{path} line {number}: id {key} is given to both {table[key]!r} and {fields[0]!r}")
-            table[key] = fields[0]
+    if not Path(path).exists():
+        raise FileNotFoundError(f"symbol table {str(path)!r} does not exist")
+    for number, symbol, value in read_table(path):  # any whitespace; non-UTF-8 bytes are an error naming the line
+        fields = [symbol, *value.split()]
+        line = " ".join(fields)
+        if len(fields) != 2 or not fields[1].isdigit():
+            raise ValueError(f"{path} line {number}: expected 'symbol id', got {line!r}")
+        key = int(fields[1])
+        if key in table:
+            raise ValueError(f"{path} line {number}: id {key} is given to both {table[key]!r} and {fields[0]!r}")
+        table[key] = fields[0]
     if len(table) != max(table, default=-1) + 1:
         missing = sorted(set(range(max(table) + 1)) - set(table))[:5]
         raise ValueError(f"{path}: expected ids 0..{max(table)} without gaps, ids {missing} are missing")
