@@ -421,9 +421,39 @@ def iter_int32_vector_archive(path: str | os.PathLike[str]) -> Iterator[tuple[st
         yield key, values
 
 
-def read_int32_vector_at(file: Path, offset: int, source: str) -> np.ndarray:
-    """Reads the int32 vector at ``offset`` of a (plain) archive, for scp entries."""
-    data = _open_bytes(file)
+class ArchiveCache:
+    """The bytes of the last few archives read (decompressed), so that an scp's entries read each archive once.
+
+    Reading ``ali.scp`` entry by entry would otherwise read (and decompress) the whole archive per entry: quadratic in
+    the archive size. Kaldi's scp files list an archive's entries together, so a handful of archives suffices.
+
+    Example:
+        >>> cache = ArchiveCache(size=2)
+        >>> cache.size
+        2
+    """
+
+    def __init__(self, size: int = 4) -> None:
+        self.size = size
+        self._data: dict[Path, bytes] = {}
+
+    def get(self, path: Path) -> bytes:
+        """The archive's bytes, read on first use."""
+        data = self._data.pop(path, None)
+        if data is None:
+            data = _open_bytes(path)
+            while len(self._data) >= self.size:
+                self._data.pop(next(iter(self._data)))
+        self._data[path] = data  # most recently used last
+        return data
+
+
+def read_int32_vector_at(file: Path, offset: int, source: str, cache: ArchiveCache | None = None) -> np.ndarray:
+    """Reads the int32 vector at ``offset`` of a (plain or gzipped) archive, for scp entries.
+
+    Pass one ``cache`` for all entries of an scp: each archive is then read once.
+    """
+    data = cache.get(file) if cache is not None else _open_bytes(file)
     if offset >= len(data):
         raise KaldiDataError(f"{source}: offset {offset} is past the end of {str(file)!r} ({len(data)} bytes)")
     return _int32_vector_at(data, offset, source)[0]

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Literal
 import numpy as np
 
 from lightning_rectifier.data.archive import (
+    ArchiveCache,
     MatrixEntry,
     index_archive,
     index_scp,
@@ -209,12 +210,13 @@ def _iter_int32_table(kind: str, name: str) -> Iterator[tuple[str, np.ndarray, s
         return
     if kind == "scp":
         scp = Path(name)
+        cache = ArchiveCache()  # each archive read once: linear in its size
         for number, key, value in read_scp_lines(scp, allow_pipes=False):
             file, colon, offset = value.rpartition(":")
             if not colon or not offset.isdigit():
                 file, offset = value, "0"
             path = resolve_path(file, scp)
-            yield key, read_int32_vector_at(path, int(offset), where(scp, key, number)), where(path, key)
+            yield key, read_int32_vector_at(path, int(offset), where(scp, key, number), cache), where(path, key)
         return
     for path in expand_paths(name, what="alignment files"):
         for key, values in iter_int32_vector_archive(path):
