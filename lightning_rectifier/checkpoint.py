@@ -4,7 +4,7 @@
 internet could take over the machine before a single check. Here a checkpoint is unpickled with
 ``weights_only=True`` (tensors, containers, numbers and strings; what the package's own checkpoints hold), so a file
 that names anything else is refused *before* anything in it runs. Empty, truncated and foreign files, and weights
-that disagree with the hyperparameters saved beside them, are ``ValueError`` s naming the file.
+that disagree with the hyperparameters saved beside them, are :class:`CheckpointError` s naming the file.
 """
 
 from __future__ import annotations
@@ -14,11 +14,17 @@ import pathlib
 import pickle
 import zipfile
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
+if TYPE_CHECKING:  # imported where used: the command line reports these errors without importing torch
+    import torch
 
-from lightning_rectifier.module import SenoneClassifier
+    from lightning_rectifier.module import SenoneClassifier
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be used: empty, truncated, foreign, unsafe or inconsistent (the message names it)."""
+
 
 # rebuilt from strings only, so as harmless as the strings themselves
 _PATHS = [pathlib.PosixPath, pathlib.WindowsPath, pathlib.PurePosixPath, pathlib.PureWindowsPath]
@@ -29,7 +35,8 @@ def read_checkpoint(path: str | os.PathLike[str], map_location: str | torch.devi
 
     Raises:
         FileNotFoundError: If the file does not exist.
-        ValueError: If it is empty, truncated, not a torch checkpoint, names code to run, or is not a dict.
+        CheckpointError: (a ``ValueError``) If it is empty, truncated, not a torch checkpoint, names code to run, or
+            is not a dict.
 
     Example:
         >>> import tempfile
@@ -37,26 +44,28 @@ def read_checkpoint(path: str | os.PathLike[str], map_location: str | torch.devi
         ...     read_checkpoint(file.name)
         Traceback (most recent call last):
         ...
-        ValueError: ...: the checkpoint file is empty
+        lightning_rectifier.checkpoint.CheckpointError: ...: the checkpoint file is empty
     """
+    import torch
+
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint {str(path)!r} does not exist")
     if path.stat().st_size == 0:
-        raise ValueError(f"{path}: the checkpoint file is empty")
+        raise CheckpointError(f"{path}: the checkpoint file is empty")
     try:
         with torch.serialization.safe_globals(_PATHS):  # hyperparameters given as paths from the Python API
             raw = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as error:
         first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise ValueError(
+        raise CheckpointError(
             f"{path}: refused to load: the checkpoint names objects outside the weights-only allow-list (code could"
             f" run on loading). Only load checkpoints you trust with other tools. Detail: {first}"
         ) from None
     except (EOFError, zipfile.BadZipFile, OSError, RuntimeError) as error:
-        raise ValueError(f"{path}: not a readable torch checkpoint (truncated or damaged?): {error}") from None
+        raise CheckpointError(f"{path}: not a readable torch checkpoint (truncated or damaged?): {error}") from None
     if not isinstance(raw, dict):
-        raise ValueError(f"{path}: expected a Lightning checkpoint (a dict), got {type(raw).__name__}")
+        raise CheckpointError(f"{path}: expected a Lightning checkpoint (a dict), got {type(raw).__name__}")
     return raw
 
 
@@ -64,22 +73,31 @@ def senone_classifier_from_checkpoint(raw: dict[str, Any], path: str | os.PathLi
     """Builds a :class:`SenoneClassifier` from a read checkpoint: its hyperparameters, then its weights (strict).
 
     Raises:
-        ValueError: Without hyperparameters or weights, for hyperparameters the class does not take, or weights whose
-            names or shapes disagree with the hyperparameters (the priors' length with ``num_senones`` included).
+        CheckpointError: (a ``ValueError``) Without hyperparameters or weights, for hyperparameters the class does
+            not take, or weights whose names or shapes disagree with the hyperparameters (the priors' length with
+            ``num_senones`` included).
     """
+    import torch
+
+    from lightning_rectifier.module import SenoneClassifier
+
     hparams, state = raw.get("hyper_parameters"), raw.get("state_dict")
     if not isinstance(hparams, dict) or not isinstance(state, dict):
-        raise ValueError(f"{path}: not a Lightning checkpoint of a SenoneClassifier (no state_dict/hyper_parameters)")
+        raise CheckpointError(
+            f"{path}: not a Lightning checkpoint of a SenoneClassifier (no state_dict/hyper_parameters)"
+        )
     kwargs = {key: value for key, value in hparams.items() if not str(key).startswith("_")}
     try:
         model = SenoneClassifier(**kwargs)
     except (TypeError, ValueError) as error:
-        raise ValueError(f"{path}: its hyperparameters do not make a SenoneClassifier: {error}") from None
+        raise CheckpointError(f"{path}: its hyperparameters do not make a SenoneClassifier: {error}") from None
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as error:
         detail = " ".join(line.strip() for line in str(error).splitlines()[1:4])
-        raise ValueError(f"{path}: the weights do not match the saved hyperparameters {kwargs}: {detail}") from None
+        raise CheckpointError(
+            f"{path}: the weights do not match the saved hyperparameters {kwargs}: {detail}"
+        ) from None
     model.eval()
     device = next((t.device for t in state.values() if isinstance(t, torch.Tensor)), None)
     return model.to(device) if device is not None else model

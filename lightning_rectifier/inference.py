@@ -53,13 +53,13 @@ class AcousticModel:
                 truncated, names objects outside the weights-only allow-list, or its weights disagree with its
                 hyperparameters.
         """
-        from lightning_rectifier.checkpoint import read_checkpoint, senone_classifier_from_checkpoint
+        from lightning_rectifier.checkpoint import CheckpointError, read_checkpoint, senone_classifier_from_checkpoint
 
         path = Path(checkpoint)
         raw = read_checkpoint(path, map_location)  # weights only: a crafted file cannot run code
         data_hparams = raw.get("datamodule_hyper_parameters")
         if data_hparams is None:
-            raise ValueError(
+            raise CheckpointError(
                 f"{path}: the checkpoint has no datamodule settings (CMVN, deltas, context); it must come from a fit"
                 " with AlignedFramesDataModule"
             )

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Callable
 
 LIGHTNING_COMMANDS = {
     "fit": "train a senone classifier (no --config: the demo recipe on the embedded FSDD corpus)",
@@ -66,15 +67,39 @@ def main(argv: list[str] | None = None) -> None:
     if command in TOOL_COMMANDS:
         from lightning_rectifier.cli import tools
 
-        sys.exit(tools.run(command, args[1:]))
+        sys.exit(_reporting_user_errors(command, lambda: tools.run(command, args[1:])))
     if command in LIGHTNING_COMMANDS:
         os.environ.setdefault("JSONARGPARSE_DEPRECATION_WARNINGS", "off")
         from lightning_rectifier.cli.lightning import run_lightning
 
-        run_lightning(args)
+        status = _reporting_user_errors(command, lambda: run_lightning(args) and 0)
+        if status:
+            sys.exit(status)
         return
     print(f"lightning-rectifier: unknown command {command!r}\n\n{_help()}", file=sys.stderr)
     sys.exit(2)
+
+
+def _reporting_user_errors(command: str, run: Callable[[], int | None]) -> int:
+    """Runs a command; a user's mistake (bad path, bad data, missing checkpoint) ends in one line and status 2.
+
+    ``LIGHTNING_RECTIFIER_DEBUG=1`` shows the traceback instead.
+    """
+    from lightning_rectifier.checkpoint import CheckpointError
+    from lightning_rectifier.data.errors import KaldiDataError
+
+    user_errors: tuple[type[BaseException], ...] = (FileNotFoundError, KaldiDataError, CheckpointError)
+    if "lightning_rectifier.cli.lightning" in sys.modules:
+        user_errors += (sys.modules["lightning_rectifier.cli.lightning"].UserError,)
+    try:
+        return run() or 0
+    except user_errors as error:
+        if os.environ.get("LIGHTNING_RECTIFIER_DEBUG"):
+            raise
+        message = str(error).strip() or type(error).__name__
+        print(f"lightning-rectifier {command}: error: {message}", file=sys.stderr)
+        print("(LIGHTNING_RECTIFIER_DEBUG=1 shows the traceback)", file=sys.stderr)
+        return 2
 
 
 __all__ = ["main"]

@@ -15,12 +15,13 @@ What it adds to LightningCLI:
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 import warnings
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from lightning.pytorch import Trainer
 from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
@@ -31,8 +32,10 @@ from lightning_rectifier.callbacks.summary import RunSummary
 from lightning_rectifier.data.datamodule import AlignedFramesDataModule
 from lightning_rectifier.module import SenoneClassifier
 
+log = logging.getLogger("lightning_rectifier")
 DEMO_CONFIG = resources.files("lightning_rectifier") / "configs" / "demo.yaml"
 _NOISE = [
+    r"LightningCLI's args parameter is intended to run from within Python",  # run_lightning passes the argv it got
     r"`isinstance\(treespec, LeafSpec\)` is deprecated",  # Lightning 2.6 with torch >= 2.11
     r"The number of training batches .* is smaller than the logging interval",
     r"Total length of .* across ranks is zero",  # no validation set configured
@@ -52,6 +55,27 @@ def wandb_has_key() -> bool:
         return False
 
 
+class UserError(Exception):
+    """A mistake in what the user asked for: reported in one line, without a traceback."""
+
+
+def best_checkpoint(directory: Path) -> Path | None:
+    """The newest ``best-*.ckpt`` (lowest ``val/loss``, as ``fit`` saves it) in a run's checkpoint folder."""
+    candidates = sorted(directory.glob("best-*.ckpt"), key=lambda path: path.stat().st_mtime)
+    return candidates[-1] if candidates else None
+
+
+def _explicit_untrained(args: list[str]) -> bool:
+    """Whether the command line says ``--ckpt_path none`` (evaluate the network as initialised)."""
+    for i, arg in enumerate(args):
+        value = arg.partition("=")[2] if arg.startswith("--ckpt_path=") else None
+        if arg == "--ckpt_path" and i + 1 < len(args):
+            value = args[i + 1]
+        if value is not None and value.strip().lower() in ("none", "null"):
+            return True
+    return False
+
+
 def run_name(model: Any) -> str:
     """A run's default name from its model configuration, e.g. ``relu-3x512``."""
     return f"{model['nonlinearity']}-{model['num_layers']}x{model['hidden_dim']}"
@@ -59,6 +83,8 @@ def run_name(model: Any) -> str:
 
 class RectifierCLI(LightningCLI):
     """The command line's Lightning part; see the module docstring."""
+
+    raw_args: ClassVar[list[str]] = []  # the command line as typed (to tell `--ckpt_path none` from no --ckpt_path)
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         """Links data sizes to the model and adds the run options."""
@@ -78,10 +104,31 @@ class RectifierCLI(LightningCLI):
         config = self._settings()
         return config.get("run_name") or run_name(config["model"])
 
+    def _evaluate_trained_model(self, config: Any, root: Path) -> None:
+        """``validate`` / ``test`` / ``predict`` without ``--ckpt_path`` use the run's best checkpoint, or refuse."""
+        if self.subcommand not in ("validate", "test", "predict"):
+            return
+        if _explicit_untrained(self.raw_args):
+            log.warning("%s: evaluating the untrained network, as --ckpt_path none asks", self.subcommand)
+            config["ckpt_path"] = None
+            return
+        if config.get("ckpt_path") is not None:
+            return
+        directory = root / self._run_name() / "checkpoints"
+        best = best_checkpoint(directory)
+        if best is None:
+            raise UserError(
+                f"{self.subcommand}: no trained checkpoint in {directory} (run `lightning-rectifier fit` with the same"
+                " settings first, give --ckpt_path PATH, or --ckpt_path none to evaluate the untrained network)"
+            )
+        log.warning("%s: using the run's best checkpoint (lowest val/loss): %s", self.subcommand, best)
+        config["ckpt_path"] = str(best)
+
     def before_instantiate_classes(self) -> None:
         """Adds the default callbacks, which depend on the run's name and options."""
         config = self._settings()
         root = Path(config["trainer"].get("default_root_dir") or "runs")
+        self._evaluate_trained_model(config, root)
         callbacks: list[Any] = [
             ModelCheckpoint(
                 dirpath=root / self._run_name() / "checkpoints",
@@ -143,6 +190,7 @@ def run_lightning(args: list[str]) -> RectifierCLI:
     os.environ.setdefault("WANDB_SILENT", "true")
     if not wandb_has_key():
         os.environ.setdefault("WANDB_MODE", "offline")
+    RectifierCLI.raw_args = list(args)
     return RectifierCLI(
         SenoneClassifier,
         AlignedFramesDataModule,
