@@ -235,7 +235,10 @@ class DecodingGraph:
         """A copy of the graph in which every word costs ``penalty`` more (a negative penalty favours words).
 
         Works on any graph (a Kaldi HCLG included) by composing it with a one-state transducer that maps each word
-        to itself at cost ``penalty``; the penalty adds to any already built in.
+        to itself at cost ``penalty``; the penalty adds to any already built in. OpenFst's composition needs the
+        graph's arcs sorted by output label (or the other side's by input label): a copy of the graph is sorted
+        first, so no path is lost whatever order the graph's arcs are in, and the result's size is measured. A
+        penalty of 0 goes through the same composition (an identical graph, for comparison).
 
         Example:
             >>> from lightning_rectifier.decode import build_graph
@@ -243,8 +246,6 @@ class DecodingGraph:
             >>> graph.with_insertion_penalty(2.0).num_arcs == graph.num_arcs
             True
         """
-        if penalty == 0:
-            return self
         if not math.isfinite(penalty):
             raise ValueError(f"expected a finite insertion penalty, got {penalty}")
         kaldifst = _optional.kaldifst()
@@ -254,9 +255,10 @@ class DecodingGraph:
         costs.set_final(state, 0.0)
         for key in range(1, len(self._words)):
             costs.add_arc(state, kaldifst.StdArc(key, key, float(penalty), state))
-        fst = kaldifst.compose(self._fst, costs)
-        stats = (fst.num_states, self._num_arcs, self._max_input_label, len(self._words) - 1, 0)
         source = f"{self._source} + insertion penalty {penalty:g}"
+        fst = compose_sorted(self._fst, costs, source)
+        num_arcs = sum(fst.num_arcs(s) for s in range(fst.num_states))
+        stats = (fst.num_states, num_arcs, self._max_input_label, len(self._words) - 1, 0)
         return DecodingGraph._trusted(fst, self._words, self._num_senones, stats, source)
 
     def __repr__(self) -> str:
@@ -264,6 +266,23 @@ class DecodingGraph:
             f"{type(self).__name__}({self._source!r}, states={self._num_states}, arcs={self._num_arcs},"
             f" words={len(self._words) - 1}, num_senones={self._num_senones}, max_input_label={self._max_input_label})"
         )
+
+
+def compose_sorted(first: Any, second: Any, source: str) -> Any:
+    """OpenFst composition with its precondition made true: ``first`` sorted by output label (on a copy).
+
+    Composition matches ``first``'s output labels against ``second``'s input labels and needs one side sorted; an
+    unsorted pair fails or loses paths without saying so. ``first`` is copied and sorted unless already sorted; a
+    result without a start state (an empty composition or an OpenFst error) is an error naming ``source``.
+    """
+    kaldifst = _optional.kaldifst()
+    if not first.is_olabel_sorted:
+        first = kaldifst.StdVectorFst(first)
+        kaldifst.arcsort(first, "olabel")
+    result = kaldifst.compose(first, second)
+    if result.start < 0 or result.num_states == 0:
+        raise ValueError(f"{source}: the composition is empty (no path of the graph survived)")
+    return result
 
 
 def read_fst(path: PathLike) -> Any:

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from lightning_rectifier.data.transition_model import TransitionModel
 from lightning_rectifier.decode import _optional
-from lightning_rectifier.decode.graph import DecodingGraph, PathLike, _scan, read_fst, read_words
+from lightning_rectifier.decode.graph import DecodingGraph, PathLike, _scan, compose_sorted, read_fst, read_words
 
 log = logging.getLogger(__name__)
 
@@ -103,7 +103,7 @@ def read_kaldi_graph(
     mapper.set_final(state, 0.0)
     for tid, pdf in zip(tids, pdfs, strict=True):
         mapper.add_arc(state, kaldifst.StdArc(pdf + 1, tid, 0.0, state))
-    relabeled = kaldifst.compose(mapper, fst)  # mapper's output side is sorted: no need to sort the graph
+    relabeled = compose_sorted(mapper, fst, source)  # sorts the mapper's output side, whatever order the graph has
     new_states = relabeled.num_states
     new_arcs = sum(relabeled.num_arcs(s) for s in range(new_states))
     log.info(

@@ -19,7 +19,9 @@ def test_insertion_penalty_adds_per_word(loop_graph: DecodingGraph) -> None:
     assert plain.words == penalised.words == built.words == ["one", "two", "two"]
     assert penalised.graph_cost == pytest.approx(plain.graph_cost + 3 * 1.5, rel=1e-5)
     assert built.graph_cost == pytest.approx(penalised.graph_cost, rel=1e-5)
-    assert loop_graph.with_insertion_penalty(0.0) is loop_graph
+    same = loop_graph.with_insertion_penalty(0.0)  # through the same composition: an identical graph
+    assert (same.num_states, same.num_arcs) == (loop_graph.num_states, loop_graph.num_arcs)
+    assert Decoder(same).decode(loglikes).graph_cost == pytest.approx(plain.graph_cost, rel=1e-6)
 
 
 def test_write_read_round_trip(loop_graph: DecodingGraph, tmp_path) -> None:
