@@ -245,35 +245,77 @@ def load_frame_store(
     )
     for entry, length in kept:
         source = where(entry.source, entry.key)
-        matrix = read_matrix(entry)[:length]
-        if not np.isfinite(matrix).all():
-            frame, dim = np.argwhere(~np.isfinite(matrix))[0]
-            message = f"{source}: features contain NaN or Inf (first at frame {frame}, dimension {dim})"
-            if not skip_invalid:
-                raise KaldiDataError(message)
-            report.skip("NaN/Inf", entry.key, message)
-            continue
+        raw = read_matrix(entry)[:length]
+        matrix, key = raw, None
         if stats is not None:
             key = {"speaker": data.utt2spk[entry.key], "utterance": entry.key, "global": ""}[stats_key]
-            if key not in stats:
-                raise KaldiDataError(f"{data.path / 'cmvn.scp'}: no CMVN statistics for {stats_key} {key!r} ({source})")
             if key not in transforms:
-                if stats[key].shape[-1] != raw_dim + 1:
-                    raise KaldiDataError(
-                        f"{data.path}: CMVN statistics for {key!r} have dimension {stats[key].shape[-1] - 1},"
-                        f" the features {raw_dim}"
-                    )
-                transforms[key] = cmvn_transform(stats[key], norm_vars=pipeline.norm_vars)
+                transforms[key] = _cmvn_transform(data, stats, stats_key, key, raw_dim, pipeline.norm_vars, source)
             scale, offset = transforms[key]
             matrix = (matrix * scale + offset).astype(np.float32)
         if pipeline.delta_order:
             matrix = add_deltas(matrix, pipeline.delta_order, pipeline.delta_window)
+        # what enters the store is checked after the whole pipeline: CMVN or deltas can make finite input non-finite
+        if not np.isfinite(matrix).all():
+            message = _non_finite(raw, matrix, source, stats_key, key)
+            if not skip_invalid:
+                raise KaldiDataError(message)
+            report.skip("NaN/Inf", entry.key, message)
+            continue
         targets = None if alignments is None else torch.from_numpy(alignments[entry.key][:length])
         builder.append(entry.key, torch.from_numpy(matrix), targets)
     store = builder.finish()
     report.done, report.frames = store.num_utterances, store.num_frames
     log.debug(report.summary())
     return store, report
+
+
+def _cmvn_transform(
+    data: KaldiDataDir,
+    stats: dict[str, np.ndarray],
+    stats_key: str,
+    key: str,
+    raw_dim: int,
+    norm_vars: bool,
+    source: str,
+) -> tuple[np.ndarray, np.ndarray]:
+    """The CMVN scale and offset for one speaker / utterance / the corpus, from statistics checked to be sane."""
+    origin = data.path / "cmvn.scp" if data.cmvn is not None else data.path
+    name = f"{stats_key} {key!r}" if key else "the global statistics"
+    if key not in stats:
+        raise KaldiDataError(f"{origin}: no CMVN statistics for {name} ({source})")
+    matrix = stats[key]
+    if matrix.shape != (2, raw_dim + 1):
+        raise KaldiDataError(
+            f"{origin}: CMVN statistics for {name} have shape {matrix.shape}, expected (2, {raw_dim + 1}) for"
+            f" {raw_dim}-dimensional features ({source})"
+        )
+    if not np.isfinite(matrix).all():
+        raise KaldiDataError(f"{origin}: CMVN statistics for {name} contain NaN or Inf ({source})")
+    count = matrix[0, -1]
+    if count < 1:
+        raise KaldiDataError(f"{origin}: CMVN statistics for {name} count {count:g} frames, expected >= 1 ({source})")
+    if norm_vars:
+        mean_square, mean = matrix[1, :-1] / count, matrix[0, :-1] / count
+        bad = mean_square < mean * mean * (1 - 1e-5) - 1e-8  # a variance below zero: not sums of one data set
+        if bad.any():
+            dim = int(np.argmax(bad))
+            raise KaldiDataError(
+                f"{origin}: CMVN statistics for {name} are inconsistent: in dimension {dim} the sum of squares"
+                f" ({matrix[1, dim]:g}) is below what the sum ({matrix[0, dim]:g}) over {count:g} frames allows;"
+                f" variance normalisation would scale by up to 1e10 (recompute the statistics) ({source})"
+            )
+    return cmvn_transform(matrix, norm_vars=norm_vars)
+
+
+def _non_finite(raw: np.ndarray, processed: np.ndarray, source: str, stats_key: str, key: str | None) -> str:
+    """Says where a non-finite value appeared: in the features, or only after CMVN / deltas."""
+    if not np.isfinite(raw).all():
+        frame, dim = np.argwhere(~np.isfinite(raw))[0]
+        return f"{source}: features contain NaN or Inf (first at frame {frame}, dimension {dim})"
+    frame, dim = np.argwhere(~np.isfinite(processed))[0]
+    stage = f"CMVN ({stats_key} {key!r}) and deltas" if key is not None else "deltas"
+    return f"{source}: features become NaN or Inf after {stage} (first at frame {frame}, dimension {dim})"
 
 
 def _check_labels(labels: np.ndarray, num_senones: int | None, utterance: str, source: str) -> None:
