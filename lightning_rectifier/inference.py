@@ -282,20 +282,23 @@ def decode_directory(
         len(result.not_final),
     )
     files = ["hyp.txt", "ali.ark", "ali.scp"] + (["loglikes.ark", "loglikes.scp"] if write_loglikes else [])
+    failed = result.not_final  # no path to a final state, or no finite cost
+    (out / "failed.txt").write_text("".join(f"{key}\n" for key in failed))
+    files.append("failed.txt")
     wer = None
     text_file = Path(resolve_data_dir(data_dir)) / "text"
     if text_file.exists():
         scored = word_error_rate(read_kaldi_map(text_file, multi=True), hypotheses)
-        wer = {**scored.to_dict(), **settings, "data_dir": data_dir, "checkpoint": str(checkpoint)}
+        wer = {
+            **scored.to_dict(),
+            **settings,
+            "data_dir": data_dir,
+            "checkpoint": str(checkpoint),
+            "failed_utterances": len(failed),
+        }
         (out / "wer.json").write_text(json.dumps(wer, indent=2) + "\n")
         files.append("wer.json")
         log.info("%s", scored)
-        run = Path(checkpoint).resolve().parent
-        if run.name == "checkpoints" and not out.resolve().is_relative_to(run.parent.resolve()):
-            versions = sorted(run.parent.glob("version_*"), key=lambda p: int(p.name.split("_")[1]))
-            if versions:
-                (versions[-1] / "decode").mkdir(exist_ok=True)
-                (versions[-1] / "decode" / "wer.json").write_text(json.dumps(wer, indent=2) + "\n")
     return DecodeReport(hypotheses, wer, settings, files)
 
 

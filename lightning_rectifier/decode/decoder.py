@@ -81,8 +81,8 @@ class Hypothesis:
         alignment: int32 senone (pdf-id) of each frame on the best path; empty when there is no path.
         graph_cost: Sum of the graph weights on the path (transition, silence and word costs; -log units).
         acoustic_cost: Minus the sum of the scaled log-likelihoods on the path.
-        reached_final: Whether the path ends in a final state. If not, ``words`` is empty unless
-            ``allow_partial`` was set.
+        reached_final: Whether the path ends in a final state with a finite cost. If not, ``words`` is empty
+            unless ``allow_partial`` was set (a path of non-finite cost is always empty).
         num_frames: Frames in the utterance.
     """
 
@@ -123,7 +123,7 @@ class DecodingResult:
 
     @property
     def not_final(self) -> list[str]:
-        """Utterances whose search reached no final state (empty hypotheses unless ``allow_partial``)."""
+        """Utterances that failed: no final state reached (empty unless ``allow_partial``), or a non-finite cost."""
         return [key for key, hyp in self.hypotheses.items() if not hyp.reached_final]
 
     @property
@@ -248,8 +248,17 @@ class Decoder:
                 f"{'utterance ' + repr(key) + ': ' if key else ''}expected a best path with one senone per frame"
                 f" ({num_frames}), got {len(alignment)} (linear path: {linear})"
             )
+        graph_cost, acoustic_cost = float(weight.value1), float(weight.value2)
+        if not math.isfinite(graph_cost + acoustic_cost):  # e.g. log-likelihoods of -3e38 summed past float range
+            log.warning(
+                "%sthe best path has a non-finite cost (graph %s, acoustic %s): counted as failed",
+                f"utterance {key!r}: " if key else "",
+                graph_cost,
+                acoustic_cost,
+            )
+            return empty
         words = self.graph.to_words(olabels)
-        return Hypothesis(words, alignment, float(weight.value1), float(weight.value2), reached_final, num_frames)
+        return Hypothesis(words, alignment, graph_cost, acoustic_cost, reached_final, num_frames)
 
     def decode_many(
         self,

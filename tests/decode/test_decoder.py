@@ -186,3 +186,12 @@ def test_decode_many_errors_name_the_utterance(loop_graph: DecodingGraph) -> Non
         Decoder(loop_graph).decode_many([("a", items["utt001"]), ("a", items["utt002"])])
     with pytest.raises(ValueError, match="num_workers >= 0"):
         Decoder(loop_graph).decode_many(items, num_workers=-1)
+
+
+def test_a_path_of_non_finite_cost_is_a_failure_not_words(loop_graph) -> None:
+    good, _ = synthesize(["one", "two"])
+    huge = np.full_like(good, -3e38)  # finite per frame, but the path's sum leaves float range
+    result = Decoder(loop_graph, DecoderOptions(acoustic_scale=1.0)).decode_many({"good": good, "huge": huge})
+    assert result.hypotheses["good"].words == ["one", "two"]
+    assert result.hypotheses["huge"].words == [] and not result.hypotheses["huge"].reached_final
+    assert result.not_final == ["huge"]
