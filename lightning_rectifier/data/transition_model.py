@@ -266,6 +266,14 @@ class TransitionModel:
         self._tid_phone = rows[:, 0].copy()
         self._tid_pdf[0], self._tid_phone[0] = NO_PDF, 0
         self.num_pdfs = int(self._tuples[:, 2:].max()) + 1 if len(self._tuples) else 0
+        # Kaldi numbers pdfs 0..N-1 from the tree, each used by some tuple (forward or self-loop): a larger id means
+        # a damaged file, and would size priors and output layers by it
+        if self.num_pdfs > 2 * len(self._tuples):
+            pdf = self.num_pdfs - 1
+            state = int(np.argmax((self._tuples[:, 2:] == pdf).any(axis=1))) + 1
+            raise self._fail(
+                f"pdf ids below {2 * len(self._tuples)} (2 per tuple at most), but tuple {state} names pdf {pdf}"
+            )
         for table in (self._tuples, self._log_probs, self._tid_state, self._tid_loop, self._tid_pdf, self._tid_phone):
             table.flags.writeable = False
 

@@ -369,3 +369,30 @@ def test_repr() -> None:
     assert repr(TransitionModel.read(G2P)) == (
         f"TransitionModel({str(G2P)!r}, phones=73, pdfs=80, transition_states=244, transition_ids=504)"
     )
+
+
+def test_a_pdf_id_beyond_what_the_tuples_allow_is_refused_before_any_allocation() -> None:
+    from lightning_rectifier.data import KaldiFormatError, TransitionModel
+
+    text = """<TransitionModel>
+<Topology>
+<TopologyEntry>
+<ForPhones>
+1 2
+</ForPhones>
+<State> 0 <PdfClass> 0 <Transition> 0 0.5 <Transition> 1 0.5 </State>
+<State> 1 </State>
+</TopologyEntry>
+</Topology>
+<Triples> 2
+1 0 0
+2 0 PDF
+</Triples>
+<LogProbs>
+ [ 0 -0.6931472 -0.6931472 -0.6931472 -0.6931472 ]
+</LogProbs>
+</TransitionModel>
+"""
+    assert TransitionModel.from_bytes(text.replace("PDF", "1").encode(), source="ok.mdl").num_pdfs == 2
+    with pytest.raises(KaldiFormatError, match=r"bad\.mdl: expected pdf ids below 4 .* tuple 2 names pdf 1000000000"):
+        TransitionModel.from_bytes(text.replace("PDF", "1000000000").encode(), source="bad.mdl")
