@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import logging
+import os
 import subprocess
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -178,6 +179,24 @@ def _segment_bounds(utt: Utterance, length: int, rate: int) -> tuple[int, int]:
     return min(first, length), last
 
 
+def _wav_data_sizes(path: str) -> tuple[int, int] | None:
+    """For a RIFF WAV file: (bytes its ``data`` chunk declares, bytes the file holds after it); None otherwise."""
+    with open(path, "rb") as handle:
+        head = handle.read(12)
+        if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"WAVE":
+            return None
+        while chunk := handle.read(8):
+            if len(chunk) < 8:
+                return None
+            size = int.from_bytes(chunk[4:], "little")
+            if chunk[:4] == b"data":
+                here = handle.tell()
+                handle.seek(0, os.SEEK_END)
+                return size, handle.tell() - here
+            handle.seek(size + (size & 1), os.SEEK_CUR)  # chunks are padded to even sizes
+    return None
+
+
 def _read_spec(utt: Utterance, allow_pipes: bool) -> tuple[np.ndarray, int]:
     """Reads the utterance's samples (only its segment from a file) as float32 (samples, channels)."""
     refuse_pipe(utt.spec, allow_pipes=allow_pipes, source=utt.source)
@@ -203,6 +222,16 @@ def _read_spec(utt: Utterance, allow_pipes: bool) -> tuple[np.ndarray, int]:
         raise
     except (soundfile.SoundFileError, RuntimeError, ValueError) as err:
         raise AudioError(f"{utt.source}: cannot read {name} as audio: {err}", "unreadable") from err
+    if isinstance(data, str) and (sizes := _wav_data_sizes(data)) is not None and sizes[1] < sizes[0]:
+        # libsndfile quietly shortens a WAV whose data chunk ends early; Kaldi's reader refuses it
+        raise AudioError(
+            f"{utt.source}: {name} is truncated: its header declares {sizes[0]} bytes of samples, the file holds"
+            f" {sizes[1]}",
+            "truncated",
+        )
+    if not np.isfinite(samples).all():  # float WAVs can hold NaN / Inf, which would reach features and CMVN
+        bad = int(np.argmax(~np.isfinite(samples).all(axis=1)))
+        raise AudioError(f"{utt.source}: {name} holds NaN or Inf samples (first at sample {first + bad})", "non-finite")
     return samples, rate
 
 

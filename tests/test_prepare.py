@@ -220,3 +220,28 @@ def test_keys_are_sorted_in_c_locale_and_folder_ids_unique(tmp_path: Path) -> No
         list_utterances(tmp_path)
     with pytest.raises(KaldiDataError, match=r"no such wav\.scp"):
         list_utterances(tmp_path / "nope")
+
+
+def test_truncated_and_non_finite_audio_are_errors_with_their_reason(tmp_path: Path) -> None:
+    samples, rate = read_int16(WAVS[0])
+    soundfile.write(tmp_path / "whole.wav", samples, rate, subtype="PCM_16")
+    data = (tmp_path / "whole.wav").read_bytes()
+    (tmp_path / "cut.wav").write_bytes(data[: len(data) // 2])  # the header still declares every sample
+    floats = samples.astype(np.float32) / 32768
+    floats[100] = np.nan
+    soundfile.write(tmp_path / "nan.wav", floats, rate, subtype="FLOAT")
+    scp = write_wav_scp(
+        tmp_path, {"a": str(tmp_path / "whole.wav"), "b": str(tmp_path / "cut.wav"), "c": str(tmp_path / "nan.wav")}
+    )
+    utts = {u.utt_id: u for u in list_utterances(scp)}
+    assert len(load_utterance(utts["a"])[0]) == len(samples)
+    with pytest.raises(AudioError, match=r"utterance 'b'.*cut\.wav is truncated: its header declares") as info:
+        load_utterance(utts["b"])
+    assert info.value.reason == "truncated"
+    with pytest.raises(
+        AudioError, match=r"utterance 'c'.*nan\.wav holds NaN or Inf samples \(first at sample 100\)"
+    ) as info:
+        load_utterance(utts["c"])
+    assert info.value.reason == "non-finite"
+    summary = prepare_data_dir(scp, tmp_path / "out", skip_bad=True, progress=False)
+    assert summary.num_done == 1 and summary.skip_reasons() == {"truncated": 1, "non-finite": 1}
