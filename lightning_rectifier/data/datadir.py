@@ -157,12 +157,15 @@ class KaldiDataDir:
                 refuse_pipe(value, allow_pipes=allow_pipes, source=where(optional["cmvn.scp"], key))
         for note in notes:
             log.debug("%s: %s", path, note)
+        segments = read_segments(optional["segments"]) if "segments" in optional else None
+        if segments is not None:
+            _check_segments(path, segments)
         return cls(
             path=path,
             features=features,
             utt2spk=utt2spk,
             text=read_kaldi_map(optional["text"], multi=True) if "text" in optional else None,
-            segments=read_segments(optional["segments"]) if "segments" in optional else None,
+            segments=segments,
             cmvn=cmvn,
             notes=notes,
         )
@@ -200,6 +203,19 @@ class KaldiDataDir:
             file, colon, offset = value.rpartition(":")
             rx = f"{resolve_path(file, scp)}:{offset}" if colon and offset.isdigit() else str(resolve_path(value, scp))
             yield key, read_matrix(rx, dtype=np.float64)
+
+
+def _check_segments(path: Path, segments: dict[str, Segment]) -> None:
+    """Every recording that ``segments`` names must be in ``wav.scp`` (when the directory has one)."""
+    if not (path / "wav.scp").exists():
+        return
+    recordings = read_kaldi_map(path / "wav.scp", multi=True)
+    for utterance, segment in segments.items():
+        if segment.recording not in recordings:
+            raise KaldiDataError(
+                f"{path / 'segments'} and {path / 'wav.scp'} disagree: utterance {utterance!r} is cut from recording"
+                f" {segment.recording!r}, which wav.scp does not list (run utils/fix_data_dir.sh)"
+            )
 
 
 def _check_spk2utt(path: Path, utt2spk: dict[str, str]) -> None:

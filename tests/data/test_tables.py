@@ -79,3 +79,12 @@ def test_spk2utt_that_disagrees_with_utt2spk_is_an_error_naming_both(
     with pytest.raises(KaldiDataError, match=message) as error:
         KaldiDataDir.load(mini_librispeech)
     assert "spk2utt" in str(error.value) and "utt2spk" in str(error.value)
+
+
+def test_segments_naming_a_recording_absent_from_wav_scp_is_an_error_naming_both(mini_librispeech: Path) -> None:
+    segments = (mini_librispeech / "segments").read_text().splitlines()
+    recording = segments[0].split()[1]
+    wav = [line for line in (mini_librispeech / "wav.scp").read_text().splitlines() if line.split()[0] != recording]
+    (mini_librispeech / "wav.scp").write_text("".join(f"{line}\n" for line in wav))
+    with pytest.raises(KaldiDataError, match=rf"segments and .*wav\.scp disagree.*recording '{recording}'"):
+        KaldiDataDir.load(mini_librispeech)
