@@ -12,7 +12,6 @@ from __future__ import annotations
 import os
 import pathlib
 import pickle
-import zipfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -62,8 +61,11 @@ def read_checkpoint(path: str | os.PathLike[str], map_location: str | torch.devi
             f"{path}: refused to load: the checkpoint names objects outside the weights-only allow-list (code could"
             f" run on loading). Only load checkpoints you trust with other tools. Detail: {first}"
         ) from None
-    except (EOFError, zipfile.BadZipFile, OSError, RuntimeError) as error:
-        raise CheckpointError(f"{path}: not a readable torch checkpoint (truncated or damaged?): {error}") from None
+    except Exception as error:  # weights-only unpickling runs no code: any failure means an unreadable file
+        kind = type(error).__name__
+        raise CheckpointError(
+            f"{path}: not a readable torch checkpoint (truncated or damaged?): {kind}: {error}"
+        ) from None
     if not isinstance(raw, dict):
         raise CheckpointError(f"{path}: expected a Lightning checkpoint (a dict), got {type(raw).__name__}")
     return raw
@@ -88,12 +90,20 @@ def senone_classifier_from_checkpoint(raw: dict[str, Any], path: str | os.PathLi
         )
     kwargs = {key: value for key, value in hparams.items() if not str(key).startswith("_")}
     try:
-        model = SenoneClassifier(**kwargs)
-    except (TypeError, ValueError) as error:
+        with torch.device("meta"):  # shapes only: damaged sizes must not allocate before they are checked
+            shapes = {name: tuple(t.shape) for name, t in SenoneClassifier(**kwargs).state_dict().items()}
+    except Exception as error:  # any exception: the hyperparameters are not the class's
         raise CheckpointError(f"{path}: its hyperparameters do not make a SenoneClassifier: {error}") from None
+    saved = {name: tuple(t.shape) for name, t in state.items() if isinstance(t, torch.Tensor)}
+    if wrong := sorted(n for n in shapes if n in saved and saved[n] != shapes[n]):
+        raise CheckpointError(
+            f"{path}: the weights do not match the saved hyperparameters {kwargs}: {wrong[0]} has shape"
+            f" {saved[wrong[0]]}, the hyperparameters make {shapes[wrong[0]]}"
+        )
+    model = SenoneClassifier(**kwargs)
     try:
         model.load_state_dict(state, strict=True)
-    except RuntimeError as error:
+    except (RuntimeError, TypeError, ValueError) as error:
         detail = " ".join(line.strip() for line in str(error).splitlines()[1:4])
         raise CheckpointError(
             f"{path}: the weights do not match the saved hyperparameters {kwargs}: {detail}"

@@ -52,3 +52,7 @@ def mini_librispeech(tmp_path: Path) -> Path:
     for path in out.rglob("*"):
         path.chmod(0o755 if path.is_dir() else 0o644)
     return out
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--fuzz-long", action="store_true", help="run the fuzz targets with 2,000 examples each")

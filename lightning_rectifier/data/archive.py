@@ -16,6 +16,7 @@ import gzip
 import os
 import re
 import struct
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -361,7 +362,7 @@ def _open_bytes(path: Path) -> bytes:
     if raw[:2] == b"\x1f\x8b":
         try:
             return gzip.decompress(raw)
-        except (OSError, EOFError) as error:
+        except (OSError, EOFError, zlib.error) as error:
             raise KaldiFormatError(f"{path}: gzip data is damaged or truncated: {error}") from None
     return raw
 
