@@ -68,12 +68,17 @@ def _scan(fst: Any, input_labels: set[int] | None = None) -> tuple[int, int, int
     Visits every arc from Python (about 2 µs each); ``input_labels``, if given, collects the input labels seen.
     """
     kaldifst = _optional.kaldifst()
+    states = sum(1 for _ in kaldifst.StateIterator(fst))
+    if states and not 0 <= fst.start < states:  # an empty FST is refused later, as having no start state
+        raise ValueError(f"the FST's start state {fst.start} is not one of its {states} states")
     num_states = num_arcs = max_in = max_out = min_label = 0
     for state in kaldifst.StateIterator(fst):
         num_states += 1
         for arc in kaldifst.ArcIterator(fst, state):
             num_arcs += 1
             ilabel, olabel = arc.ilabel, arc.olabel
+            if not 0 <= arc.nextstate < states:  # the decoder would follow it out of the state table
+                raise ValueError(f"state {state} has an arc to state {arc.nextstate}; the FST has {states} states")
             max_in, max_out = max(max_in, ilabel), max(max_out, olabel)
             min_label = min(min_label, ilabel, olabel)
             if input_labels is not None:
@@ -111,7 +116,10 @@ class DecodingGraph:
         kaldifst = _optional.kaldifst()
         if not isinstance(fst, kaldifst.StdFst):
             raise TypeError(f"{source}: expected a kaldifst.StdFst (vector or const FST), got {type(fst).__name__}")
-        num_states, num_arcs, max_in, max_out, min_label = _scan(fst)
+        try:
+            num_states, num_arcs, max_in, max_out, min_label = _scan(fst)
+        except ValueError as error:
+            raise ValueError(f"{source}: {error}") from None
         self._init(fst, words, num_senones, (num_states, num_arcs, max_in, max_out, min_label), source)
 
     @classmethod
@@ -285,6 +293,51 @@ def compose_sorted(first: Any, second: Any, source: str) -> Any:
     return result
 
 
+_FST_MAGIC = 2125659606
+
+
+def _check_fst_header(path: Path) -> None:
+    """Checks an OpenFst file's header before native code reads it: the counts it claims must fit in the file.
+
+    A damaged header claiming 2^62 states would otherwise make OpenFst allocate for them (``std::bad_alloc``) or
+    read past the data. Each state takes at least 12 bytes and each arc 16 in both vector and const files.
+    """
+    size = path.stat().st_size
+    with open(path, "rb") as handle:
+        head = handle.read(256)
+
+    def fail(what: str) -> ValueError:
+        return ValueError(f"{path}: not a valid OpenFst file: {what}")
+
+    if len(head) < 4 or int.from_bytes(head[:4], "little", signed=True) != _FST_MAGIC:
+        raise ValueError(
+            f"{path}: expected an OpenFst file (vector or const FST, as Kaldi's mkgraph.sh writes HCLG.fst);"
+            " its magic number is wrong"
+        )
+    at, strings = 4, []
+    for _ in range(2):  # FST type, arc type
+        if at + 4 > len(head):
+            raise fail("header cut short")
+        length = int.from_bytes(head[at : at + 4], "little", signed=True)
+        if not 0 < length <= 64 or at + 4 + length > len(head):
+            raise fail(f"a type name of length {length}")
+        strings.append(head[at + 4 : at + 4 + length].decode("latin-1"))
+        at += 4 + length
+    if at + 40 > len(head):
+        raise fail("header cut short")
+    start = int.from_bytes(head[at + 16 : at + 24], "little", signed=True)
+    states = int.from_bytes(head[at + 24 : at + 32], "little", signed=True)
+    arcs = int.from_bytes(head[at + 32 : at + 40], "little", signed=True)
+    if strings[1] not in ("standard", "tropical"):
+        raise fail(f"arc type {strings[1]!r}, expected standard (tropical) arcs")
+    if states < -1 or arcs < -1 or start < -1:
+        raise fail(f"negative counts (start {start}, {states} states, {arcs} arcs)")
+    if states * 12 + arcs * 16 > size:
+        raise fail(f"its header claims {states} states and {arcs} arcs, more than its {size} bytes can hold")
+    if states >= 0 and start >= states:
+        raise fail(f"start state {start} of {states} states")
+
+
 def read_fst(path: PathLike) -> Any:
     """Reads an OpenFst file (vector or const, as Kaldi writes ``HCLG.fst``) with kaldifst.
 
@@ -295,7 +348,11 @@ def read_fst(path: PathLike) -> Any:
     kaldifst = _optional.kaldifst()
     if not Path(path).is_file():
         raise FileNotFoundError(f"decoding graph {os.fspath(path)!r} does not exist")
-    fst = kaldifst.StdFst.read(os.fspath(path))
+    _check_fst_header(Path(path))
+    try:
+        fst = kaldifst.StdFst.read(os.fspath(path))
+    except (MemoryError, ValueError, RuntimeError) as error:  # e.g. a damaged arc count: std::bad_alloc
+        raise ValueError(f"{os.fspath(path)}: a damaged OpenFst file: its reader failed ({error})") from None
     if fst is None:
         raise ValueError(
             f"{os.fspath(path)}: expected an OpenFst file (vector or const FST over standard/tropical arcs, as"

@@ -80,7 +80,10 @@ def read_kaldi_graph(
     if fst.start < 0:
         raise ValueError(f"{source}: the FST has no start state (is it empty?)")
     used: set[int] = set()
-    _, _, max_in, max_out, min_label = _scan(fst, used)
+    try:
+        _, _, max_in, max_out, min_label = _scan(fst, used)
+    except ValueError as error:
+        raise ValueError(f"{source}: {error}") from None
     if min_label < 0:
         raise ValueError(f"{source}: expected labels >= 0, got an arc with label {min_label}")
     num_tids = transition_model.num_transition_ids

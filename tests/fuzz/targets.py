@@ -92,6 +92,21 @@ def _checkpoint(path: Path, damaged: bytes) -> object:
     return sum(p.numel() for p in model.parameters())
 
 
+def _graph(path: Path, damaged: bytes) -> object:
+    from lightning_rectifier.decode import Decoder, DecodingGraph
+    from tests.decode.conftest import NUM_SENONES, synthesize
+
+    path.write_bytes(damaged)
+    try:
+        graph = DecodingGraph.read(path, path.with_name("words.txt"), NUM_SENONES)
+    except ValueError as error:  # the graph reader's errors are ValueErrors naming the file
+        if str(path) not in str(error):
+            raise
+        return "refused"
+    loglikes, _ = synthesize(["one", "two"])
+    return Decoder(graph).decode(loglikes).words
+
+
 def _sources(tmp: Path) -> dict[str, tuple[str, bytes, Callable[[Path, bytes], object]]]:
     """Target name -> (file name, original bytes, reader)."""
     from lightning_rectifier.data.kaldi_io import read_features, write_features
@@ -117,6 +132,11 @@ def _sources(tmp: Path) -> dict[str, tuple[str, bytes, Callable[[Path, bytes], o
     out["model_text"] = ("final.mdl", (tmp / "text.mdl").read_bytes(), _model)
     out["wav"] = ("x.wav", (FIXTURES / "fsdd" / "1_jackson_0.wav").read_bytes(), _wav)
     out["checkpoint"] = ("model.ckpt", _small_checkpoint(), _checkpoint)
+    from lightning_rectifier.decode import build_graph
+    from tests.decode.conftest import LEXICON, NUM_SENONES, SILENCE
+
+    build_graph(LEXICON, "loop", num_senones=NUM_SENONES, silence=SILENCE).write(tmp / "G.fst", tmp / "words.txt")
+    out["graph"] = ("G.fst", (tmp / "G.fst").read_bytes(), _graph)
     return out
 
 
@@ -157,6 +177,7 @@ TARGETS = (
     "model_text",
     "wav",
     "checkpoint",
+    "graph",
 )
 
 
