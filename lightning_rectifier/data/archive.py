@@ -61,7 +61,9 @@ class MatrixEntry:
 
     @property
     def rxfilename(self) -> str:
-        """The Kaldi rxfilename (``path:offset[range]``) that reads this matrix."""
+        """The Kaldi rxfilename (``path:offset[range]``, or the shell command of a pipe entry) that reads it."""
+        if self.offset < 0:  # a shell command (``... |``): the whole of it is the rxfilename
+            return os.fspath(self.path)
         text = f"{self.path}:{self.offset}"
         if self.row_range or self.col_range:
             rows = f"{self.row_range[0]}:{self.row_range[1]}" if self.row_range else ":"

@@ -10,6 +10,7 @@ Entries that are shell commands (``... |``) are refused unless ``allow_pipes=Tru
 
 from __future__ import annotations
 
+import dataclasses
 import glob
 import os
 import re
@@ -73,7 +74,16 @@ def index_features(spec: PathLike, *, allow_pipes: bool = False) -> list[MatrixE
     refuse_pipe(name, allow_pipes=allow_pipes, source=f"rspecifier {os.fspath(spec)!r}")
     if is_pipe(name):
         return [MatrixEntry(key, Path(name), -1, None, None, m.shape[0], m.shape[1], name) for key, m in _pipe(name)]
-    return index_scp(name, allow_pipes=allow_pipes) if kind == "scp" else index_archive(name)
+    if kind != "scp":
+        return index_archive(name)
+    entries = index_scp(name, allow_pipes=allow_pipes)
+    # a pipe entry's shape is known only once its command has run (allowed: allow_pipes=True); run it once here
+    return [_with_shape(entry) if entry.offset < 0 else entry for entry in entries]
+
+
+def _with_shape(entry: MatrixEntry) -> MatrixEntry:
+    matrix = read_matrix(entry)
+    return dataclasses.replace(entry, num_rows=int(matrix.shape[0]), num_cols=int(matrix.shape[1]))
 
 
 def _pipe(command: str) -> Iterator[tuple[str, np.ndarray]]:

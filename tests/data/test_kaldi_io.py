@@ -259,3 +259,24 @@ def test_an_alignment_scp_reads_each_archive_once(tmp_path: Path) -> None:
     assert [k for k, _ in read] == [k for k, _ in items]
     for (_, got), (_, expected) in zip(read, items, strict=True):
         np.testing.assert_array_equal(got, expected)
+
+
+def test_pipe_entries_in_feats_scp_work_when_allowed(ami_data_dir: Path) -> None:
+    from lightning_rectifier.data.datadir import KaldiDataDir
+    from lightning_rectifier.data.kaldi_io import index_features
+
+    entries = index_features(ami_data_dir / "feats.scp")
+    first = entries[0]
+    lines = (ami_data_dir / "feats.scp").read_text().splitlines()
+    # the command prints the archive from the matrix's offset: Kaldi reads the one matrix there
+    lines[0] = f"{first.key} tail -c +{first.offset + 1} {first.path} |"
+    (ami_data_dir / "feats.scp").write_text("".join(f"{line}\n" for line in lines))
+    with pytest.raises(KaldiDataError, match="pipe"):
+        index_features(ami_data_dir / "feats.scp")
+    piped = index_features(ami_data_dir / "feats.scp", allow_pipes=True)
+    assert (piped[0].num_rows, piped[0].num_cols) == (first.num_rows, first.num_cols) and first.num_rows > 0
+    data = KaldiDataDir.load(ami_data_dir, allow_pipes=True)
+    assert data.feat_dim == 13
+    read = dict(read_features(ami_data_dir / "feats.scp", allow_pipes=True))
+    reference = dict(read_features(first.path))
+    np.testing.assert_array_equal(read[first.key], reference[first.key])
