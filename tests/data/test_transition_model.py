@@ -372,27 +372,8 @@ def test_repr() -> None:
 
 
 def test_a_pdf_id_beyond_what_the_tuples_allow_is_refused_before_any_allocation() -> None:
-    from lightning_rectifier.data import KaldiFormatError, TransitionModel
-
-    text = """<TransitionModel>
-<Topology>
-<TopologyEntry>
-<ForPhones>
-1 2
-</ForPhones>
-<State> 0 <PdfClass> 0 <Transition> 0 0.5 <Transition> 1 0.5 </State>
-<State> 1 </State>
-</TopologyEntry>
-</Topology>
-<Triples> 2
-1 0 0
-2 0 PDF
-</Triples>
-<LogProbs>
- [ 0 -0.6931472 -0.6931472 -0.6931472 -0.6931472 ]
-</LogProbs>
-</TransitionModel>
-"""
-    assert TransitionModel.from_bytes(text.replace("PDF", "1").encode(), source="ok.mdl").num_pdfs == 2
-    with pytest.raises(KaldiFormatError, match=r"bad\.mdl: expected pdf ids below 4 .* tuple 2 names pdf 1000000000"):
-        TransitionModel.from_bytes(text.replace("PDF", "1000000000").encode(), source="bad.mdl")
+    # the last triple names pdf 3 in the valid model; 5 triples allow pdf ids below 10
+    assert TransitionModel.from_bytes(HMM_TEXT.encode(), source="ok.mdl").num_pdfs == 4
+    damaged = HMM_TEXT.replace("2 0 3\n</Triples>", "2 0 1000000000\n</Triples>")
+    with pytest.raises(KaldiFormatError, match=r"bad\.mdl: expected pdf ids below 10 .* tuple 5 names pdf 1000000000"):
+        TransitionModel.from_bytes(damaged.encode(), source="bad.mdl")
