@@ -28,7 +28,8 @@ class RunSummary(Callback):
     """Prints a one-screen summary when ``fit`` ends and writes it to ``<log_dir>/summary.json``.
 
     Args:
-        monitor: The metric whose best value defines the best epoch (lower is better).
+        monitor: The metric whose best value defines the best epoch (lower is better); the best checkpoint reported
+            is that of the ModelCheckpoint monitoring the same metric.
         console: Print the table (with ``rich``); the JSON file is written either way.
 
     Example:
@@ -36,7 +37,7 @@ class RunSummary(Callback):
         'val/frame_error'
     """
 
-    def __init__(self, monitor: str = "val/frame_error", console: bool = True) -> None:
+    def __init__(self, monitor: str = "val/loss", console: bool = True) -> None:
         self.monitor = monitor
         self.console = console
         self.best: dict[str, float] = {}
@@ -73,7 +74,9 @@ class RunSummary(Callback):
             "best": {k: self.best.get(k) for k in ("val/frame_error", "val/frame_accuracy", "val/loss")},
             "final": {k: self.last.get(k) for k in ("val/frame_error", "val/frame_accuracy", "val/loss")},
             "layers": {str(i): layers[i] for i in sorted(layers)},
-            "best_checkpoint": next((cb.best_model_path for cb in checkpoints if cb.best_model_path), None),
+            "best_checkpoint": next(
+                (cb.best_model_path for cb in checkpoints if cb.monitor == self.monitor and cb.best_model_path), None
+            ),
             "last_checkpoint": max(
                 (cb.last_model_path for cb in checkpoints if cb.last_model_path and Path(cb.last_model_path).exists()),
                 key=lambda path: Path(path).stat().st_mtime,

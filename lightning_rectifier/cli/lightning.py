@@ -76,6 +76,54 @@ def _explicit_untrained(args: list[str]) -> bool:
     return False
 
 
+def checkpoint_callbacks(directory: Path, config: Any) -> list[ModelCheckpoint]:
+    """What ``fit`` saves in ``runs/<name>/checkpoints``; each file says what it is.
+
+    - ``best-epoch{E}-step{S}.ckpt``: lowest ``val/loss`` (the one the run summary's "best" column reports, and the
+      one ``validate`` / ``test`` / ``predict`` use by default);
+    - ``last.ckpt``: the latest state, written at every validation and when training ends (the final weights);
+    - ``steps/last.ckpt``: every ``checkpoint_every_n_steps`` steps, a resume point between validations.
+
+    ``fit --ckpt_path last`` resumes from the newer of the two ``last.ckpt``.
+    """
+    return [
+        ModelCheckpoint(
+            dirpath=directory,
+            filename="best-epoch{epoch:03d}-step{step:07d}",
+            auto_insert_metric_name=False,
+            monitor="val/loss",
+            mode="min",
+            save_top_k=1,
+            save_last=False,  # Lightning's save_last copies the *best* file: see FinalCheckpoint
+        ),
+        FinalCheckpoint(dirpath=directory, filename="last", save_top_k=1, enable_version_counter=False),
+        ModelCheckpoint(  # resume point between validations; `--ckpt_path last` takes the newest last.ckpt
+            dirpath=directory / "steps",
+            every_n_train_steps=config.get("checkpoint_every_n_steps") or None,
+            save_top_k=0,
+            save_last=True,
+        ),
+    ]
+
+
+class FinalCheckpoint(ModelCheckpoint):
+    """``last.ckpt``: the latest state at every validation (Lightning's ``monitor=None`` top-1), and at the end."""
+
+    def on_train_end(self, trainer: Trainer, pl_module: Any) -> None:
+        """Saves the final weights too: training can stop after the last validation (``max_steps``, newbob)."""
+        super().on_train_end(trainer, pl_module)
+        if self._last_global_step_saved != trainer.global_step and not trainer.fast_dev_run:
+            self.save_checkpoint(trainer)
+
+    def save_checkpoint(self, trainer: Trainer) -> None:
+        """Writes ``last.ckpt`` now (on every process, as Lightning's checkpointing requires)."""
+        self._save_checkpoint(trainer, self.format_checkpoint_name({}))
+
+    def _save_checkpoint(self, trainer: Trainer, filepath: str) -> None:
+        super()._save_checkpoint(trainer, filepath)
+        self.last_model_path = filepath  # what the run summary reports as the last checkpoint
+
+
 def run_name(model: Any) -> str:
     """A run's default name from its model configuration, e.g. ``relu-3x512``."""
     return f"{model['nonlinearity']}-{model['num_layers']}x{model['hidden_dim']}"
@@ -129,24 +177,9 @@ class RectifierCLI(LightningCLI):
         config = self._settings()
         root = Path(config["trainer"].get("default_root_dir") or "runs")
         self._evaluate_trained_model(config, root)
-        callbacks: list[Any] = [
-            ModelCheckpoint(
-                dirpath=root / self._run_name() / "checkpoints",
-                filename="best-epoch{epoch:03d}-step{step:07d}",
-                auto_insert_metric_name=False,
-                monitor="val/loss",
-                mode="min",
-                save_top_k=1,
-                save_last=True,
-            ),
-            ModelCheckpoint(  # resume point between validations; `--ckpt_path last` takes the newest last.ckpt
-                dirpath=root / self._run_name() / "checkpoints" / "steps",
-                every_n_train_steps=config.get("checkpoint_every_n_steps") or None,
-                save_top_k=0,
-                save_last=True,
-            ),
-            RunSummary(),
-        ]
+        callbacks: list[Any] = [RunSummary(monitor="val/loss")]  # its "best" is the best checkpoint
+        if not config["trainer"].get("fast_dev_run"):  # a smoke run writes nothing into run folders
+            callbacks += checkpoint_callbacks(root / self._run_name() / "checkpoints", config)
         if config.get("dispersion", True):
             callbacks.append(DispersionMonitor())
         self.trainer_defaults["callbacks"] = callbacks

@@ -40,3 +40,33 @@ def test_test_without_a_checkpoint_uses_the_best_one_and_refuses_an_untrained_ne
     untrained = _cli("test", *SMALL, "--ckpt_path", "none", cwd=tmp_path)
     assert "evaluating the untrained network" in untrained.stdout + untrained.stderr
     assert _metric(untrained.stdout, "test/frame_accuracy") < accuracy / 2
+
+
+def test_checkpoints_say_what_they_are_and_a_smoke_run_writes_none(tmp_path: Path) -> None:
+    import json
+
+    import torch
+
+    # 20 batches an epoch, stopped by max_steps at step 50: after the last validation (step 40)
+    _cli("fit", *SMALL, "--trainer.max_steps=50", "--trainer.limit_train_batches=20", cwd=tmp_path)
+    run = tmp_path / "runs" / "relu-2x16"
+    last = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
+    assert last["global_step"] == 50  # the final weights, not those of the best or of the last validation
+    summary = json.loads((run / "version_0" / "summary.json").read_text())
+    best = torch.load(summary["best_checkpoint"], weights_only=True)
+    assert Path(summary["best_checkpoint"]).name.startswith("best-")
+    assert best["epoch"] == summary["best_epoch"]  # the summary's "best" column is the best checkpoint's
+    losses = [c["val/loss"] for c in _val_losses(run / "version_0" / "metrics.csv")]
+    assert summary["best"]["val/loss"] == pytest.approx(min(losses))
+
+    smoke = tmp_path / "smoke"
+    smoke.mkdir()
+    _cli("fit", *SMALL, "--trainer.fast_dev_run=true", cwd=smoke)
+    assert not list(smoke.rglob("*.ckpt"))
+
+
+def _val_losses(path: Path) -> list[dict[str, float]]:
+    import csv
+
+    with open(path) as file:
+        return [{"val/loss": float(row["val/loss"])} for row in csv.DictReader(file) if row.get("val/loss")]
