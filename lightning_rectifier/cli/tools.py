@@ -174,7 +174,7 @@ def decode(argv: Sequence[str]) -> int:
         "Decodes a data directory to words with a trained model: scaled log-likelihoods (log-posteriors minus log\n"
         "priors from the training alignments) through kaldi-decoder's FasterDecoder. Writes OUT/hyp.txt (Kaldi text),\n"
         "OUT/ali.ark (best-path senone per frame) and, when DIR/text exists, OUT/wer.json. Without --graph, the demo\n"
-        "corpus's digit grammar. Needs the [decode] extra: pip install 'lightning-rectifier[decode]'.\n\n"
+        "corpus's digit grammar.\n\n"
         "examples:\n"
         "  lightning-rectifier decode --ckpt_path runs/relu-3x256/checkpoints/last.ckpt --data_dir fsdd:test \\\n"
         "      --grammar word --out_dir exp/decode_test\n"

@@ -1,7 +1,7 @@
 """Decoding: graphs (kaldifst), Viterbi beam search (kaldi-decoder), word error rate (jiwer), likelihood export.
 
 Sits beside the model: it imports only :mod:`lightning_rectifier.data` (the TransitionModel and the Kaldi archive
-writer), never the module, nn or CLI. ``kaldifst`` and ``kaldi-decoder`` are the optional ``[decode]`` extra, imported
+writer), never the module, nn or CLI. ``kaldifst`` and ``kaldi-decoder`` (dependencies) are imported
 only when a graph or decoder is made; scoring and export work without them.
 """
 

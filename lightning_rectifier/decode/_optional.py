@@ -1,7 +1,7 @@
 """Lazy imports of the optional decoding libraries, with the install hint when they are missing.
 
-``kaldifst`` and ``kaldi-decoder`` are the ``[decode]`` extra: the rest of the package (and this subpackage's scoring
-and export) works without them, so they are imported only when a graph is built or a decoder made.
+``kaldifst`` and ``kaldi-decoder`` are dependencies of the package, imported only when a graph is built or a decoder
+made (so ``--help`` and scoring stay fast); a broken install still gets the hint below.
 """
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from __future__ import annotations
 import importlib
 from types import ModuleType
 
-INSTALL_HINT = "pip install 'lightning-rectifier[decode]'"
+INSTALL_HINT = "pip install 'kaldi-decoder==0.3.2' 'kaldifst==1.8.3' (the tested pair)"
 
 
 def _require(name: str, what: str) -> ModuleType:
@@ -17,8 +17,7 @@ def _require(name: str, what: str) -> ModuleType:
         return importlib.import_module(name)
     except ImportError as error:
         raise ImportError(
-            f"{what} needs the optional package {name!r}, which is not installed: {INSTALL_HINT}"
-            " (it pins the tested kaldi-decoder/kaldifst pair)"
+            f"{what} needs {name!r}, a dependency of lightning-rectifier that is not installed: {INSTALL_HINT}"
         ) from error
 
 
