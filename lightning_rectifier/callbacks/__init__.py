@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 _LAZY = {
     "DispersionMonitor": "lightning_rectifier.callbacks.dispersion",
     "RunSummary": "lightning_rectifier.callbacks.summary",
+    "KaldiPredictionWriter": "lightning_rectifier.callbacks.prediction_writer",
     "load_activation_probabilities": "lightning_rectifier.callbacks.figures",
     "activation_probability_figure": "lightning_rectifier.callbacks.figures",
 }
@@ -23,9 +24,16 @@ _LAZY = {
 if TYPE_CHECKING:
     from lightning_rectifier.callbacks.dispersion import DispersionMonitor
     from lightning_rectifier.callbacks.figures import activation_probability_figure, load_activation_probabilities
+    from lightning_rectifier.callbacks.prediction_writer import KaldiPredictionWriter
     from lightning_rectifier.callbacks.summary import RunSummary
 
-__all__ = ["DispersionMonitor", "RunSummary", "activation_probability_figure", "load_activation_probabilities"]
+__all__ = [
+    "DispersionMonitor",
+    "KaldiPredictionWriter",
+    "RunSummary",
+    "activation_probability_figure",
+    "load_activation_probabilities",
+]
 
 
 def __getattr__(name: str) -> Any:

@@ -124,6 +124,11 @@ class FinalCheckpoint(ModelCheckpoint):
         self.last_model_path = filepath  # what the run summary reports as the last checkpoint
 
 
+def _folder_name(data: str) -> str:
+    """A folder name for an evaluated data set: ``fsdd:test`` -> ``fsdd_test``, ``data/eval2000`` -> ``eval2000``."""
+    return data.replace(":", "_") if ":" in data else Path(data.rstrip("/")).name or "data"
+
+
 def run_name(model: Any) -> str:
     """A run's default name from its model configuration, e.g. ``relu-3x512``."""
     return f"{model['nonlinearity']}-{model['num_layers']}x{model['hidden_dim']}"
@@ -144,6 +149,18 @@ class RectifierCLI(LightningCLI):
             "--checkpoint_every_n_steps", type=int, default=200, help="Steps between last.ckpt saves (resumable)."
         )
         parser.add_argument("--dispersion", type=bool, default=True, help="Measure hidden-unit dispersion.")
+        parser.add_argument(
+            "--predict_output",
+            type=str | None,
+            default=None,
+            help="predict: where to write loglikes.scp (default runs/<name>/predict/<data>).",
+        )
+        parser.add_argument(
+            "--predict_what",
+            type=str,
+            default="log_likelihoods",
+            help="predict: log_likelihoods (for decoding) or log_posteriors.",
+        )
 
     def _settings(self) -> Any:
         return self.config[self.subcommand] if self.subcommand else self.config
@@ -182,6 +199,13 @@ class RectifierCLI(LightningCLI):
             callbacks += checkpoint_callbacks(root / self._run_name() / "checkpoints", config)
         if config.get("dispersion", True):
             callbacks.append(DispersionMonitor())
+        if self.subcommand == "predict":
+            from lightning_rectifier.callbacks.prediction_writer import KaldiPredictionWriter
+
+            data = config["data"].get("predict_dir") or config["data"].get("test_dir") or "predict"
+            out = config.get("predict_output") or root / self._run_name() / "predict" / _folder_name(str(data))
+            log.warning("predict: writing %s to %s", config.get("predict_what"), out)
+            callbacks.append(KaldiPredictionWriter(out, config.get("predict_what") or "log_likelihoods"))
         self.trainer_defaults["callbacks"] = callbacks
 
     def instantiate_trainer(self, **kwargs: Any) -> Trainer:

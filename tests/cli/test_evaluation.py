@@ -70,3 +70,21 @@ def _val_losses(path: Path) -> list[dict[str, float]]:
 
     with open(path) as file:
         return [{"val/loss": float(row["val/loss"])} for row in csv.DictReader(file) if row.get("val/loss")]
+
+
+def test_predict_writes_kaldi_loglikelihoods_that_decode_reads(tmp_path: Path) -> None:
+    import numpy as np
+
+    from lightning_rectifier.data.kaldi_io import read_features
+    from lightning_rectifier.inference import AcousticModel, compute_loglikelihoods
+
+    _cli("fit", *SMALL, "--trainer.max_epochs=1", "--trainer.limit_train_batches=20", cwd=tmp_path)
+    result = _cli("predict", *SMALL, cwd=tmp_path)
+    out = tmp_path / "runs" / "relu-2x16" / "predict" / "fsdd_test"
+    assert f"writing log_likelihoods to {out.relative_to(tmp_path)}" in result.stdout + result.stderr
+    written = dict(read_features(out / "loglikes.scp"))
+    assert len(written) == 300  # every utterance of fsdd:test, aligned or not
+    (best,) = (tmp_path / "runs" / "relu-2x16" / "checkpoints").glob("best-*.ckpt")
+    reference, _ = compute_loglikelihoods(AcousticModel.load(best), "fsdd:test")
+    for key in list(reference)[:20]:
+        np.testing.assert_allclose(written[key], reference[key], rtol=1e-4, atol=1e-4)
