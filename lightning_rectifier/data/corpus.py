@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 from collections import defaultdict
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Literal
 
 import numpy as np
@@ -66,6 +67,9 @@ class LoadReport:
         return ", ".join(parts)
 
 
+CMVN_MODES = ("auto", "none", "scp", "speaker", "utterance", "global")
+
+
 @dataclass(frozen=True)
 class FeaturePipeline:
     """How raw features become network input: CMVN, deltas and context, as in Kaldi's nnet1 feature pipeline.
@@ -91,6 +95,15 @@ class FeaturePipeline:
     right_context: int = 5
 
     def __post_init__(self) -> None:
+        if self.cmvn not in CMVN_MODES and not Path(self.cmvn).is_file():
+            import difflib
+
+            close = difflib.get_close_matches(self.cmvn, CMVN_MODES, n=1)
+            hint = f" Did you mean {close[0]!r}?" if close else ""
+            raise KaldiDataError(
+                f"cmvn {self.cmvn!r} is neither a mode ({', '.join(CMVN_MODES)}) nor an existing Kaldi CMVN"
+                f" statistics file.{hint}"
+            )
         if self.delta_order < 0 or self.delta_window < 1:
             raise ValueError(
                 f"expected delta_order >= 0 and delta_window >= 1, got {self.delta_order}, {self.delta_window}"

@@ -81,3 +81,12 @@ def test_skip_invalid_counts_what_the_pipeline_made_non_finite(ami_data_dir: Pat
     dm.setup("fit")
     assert first not in dm.stores["train"].keys
     assert np.isfinite(dm.stores["train"].frame_features().numpy()).all()
+
+
+def test_a_mistyped_cmvn_mode_fails_at_once_with_a_suggestion() -> None:
+    from lightning_rectifier.data.corpus import FeaturePipeline
+
+    with pytest.raises(KaldiDataError, match=r"cmvn 'speakr' is neither a mode .* Did you mean 'speaker'\?"):
+        FeaturePipeline(cmvn="speakr")
+    with pytest.raises(KaldiDataError, match="cmvn 'speakr'"):
+        AlignedFramesDataModule(cmvn="speakr")
