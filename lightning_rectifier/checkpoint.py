@@ -89,6 +89,7 @@ def senone_classifier_from_checkpoint(raw: dict[str, Any], path: str | os.PathLi
             f"{path}: not a Lightning checkpoint of a SenoneClassifier (no state_dict/hyper_parameters)"
         )
     kwargs = {key: value for key, value in hparams.items() if not str(key).startswith("_")}
+    kwargs.setdefault("input_norm", False)  # checkpoints from before the input transform have none
     try:
         with torch.device("meta"):  # shapes only: damaged sizes must not allocate before they are checked
             shapes = {name: tuple(t.shape) for name, t in SenoneClassifier(**kwargs).state_dict().items()}

@@ -55,6 +55,10 @@ class SenoneClassifier(L.LightningModule):
         lr_scheduler: Any scheduler; plateau schedulers (``NewbobLR``, ``ReduceLROnPlateau``) watch ``monitor``.
         monitor: Metric a plateau scheduler watches.
         saturation: Activation rule for tanh / sigmoid units in the sparsity metrics (paper's "neg" or "both").
+        input_norm: Normalise the spliced input to zero mean and unit variance with statistics of the training
+            frames, as Kaldi nnet1's feature transform does (``<AddShift>`` + ``<Rescale>``); set from the datamodule
+            when fitting, saved in the checkpoint and applied in every forward pass (test, predict, decode). False:
+            the input goes in as the data pipeline leaves it (for ablations).
 
     Example:
         >>> model = SenoneClassifier(input_dim=39, num_senones=10, hidden_dim=16, num_layers=2)
@@ -78,6 +82,7 @@ class SenoneClassifier(L.LightningModule):
         lr_scheduler: LRSchedulerCallable | None = None,
         monitor: str = "val/loss",
         saturation: Literal["neg", "both"] = "neg",
+        input_norm: bool = True,
     ) -> None:
         super().__init__()
         if learning_rate <= 0 or not 0 <= momentum < 1:
@@ -91,6 +96,9 @@ class SenoneClassifier(L.LightningModule):
         # log p(s); zeros (uniform, no effect) until set from the training alignments
         self.register_buffer("log_priors", torch.zeros(num_senones))
         self.register_buffer("has_priors", torch.tensor(False))
+        # the input transform: x -> (x - mean) / std, identity until set from the training frames
+        self.register_buffer("input_mean", torch.zeros(input_dim))
+        self.register_buffer("input_inv_std", torch.ones(input_dim))
         rule = nonlinearity if nonlinearity in NONLINEARITIES else "relu"
         if rule != nonlinearity:
             warnings.warn(
@@ -119,6 +127,8 @@ class SenoneClassifier(L.LightningModule):
 
     log_priors: Tensor
     has_priors: Tensor
+    input_mean: Tensor
+    input_inv_std: Tensor
 
     @property
     def _h(self) -> Any:
@@ -140,9 +150,27 @@ class SenoneClassifier(L.LightningModule):
         """Name of the hidden nonlinearity."""
         return self.model.nonlinearity
 
+    def normalise(self, features: Tensor) -> Tensor:
+        """The input transform (see ``input_norm``); the identity when it is off."""
+        if not self._h.input_norm:
+            return features
+        return (features - self.input_mean.to(features.dtype)) * self.input_inv_std.to(features.dtype)
+
+    def set_input_normalisation(self, mean: Tensor, std: Tensor, floor: float = 1e-5) -> None:
+        """Sets the input transform from the spliced training input's mean and standard deviation.
+
+        Dimensions with a standard deviation below ``floor`` (constant inputs) are only shifted.
+        """
+        if mean.shape != self.input_mean.shape or std.shape != self.input_mean.shape:
+            raise ValueError(f"expected {self.input_mean.numel()} means and deviations, got {tuple(mean.shape)}")
+        if not (torch.isfinite(mean).all() and torch.isfinite(std).all()):
+            raise ValueError("the input statistics are not finite")
+        self.input_mean.copy_(mean.to(self.input_mean))
+        self.input_inv_std.copy_(torch.where(std < floor, torch.ones_like(std), 1.0 / std).to(self.input_inv_std))
+
     def forward(self, features: Tensor) -> Tensor:
         """Senone logits for spliced frames ``(frames, input_dim)``."""
-        return self.model(features)
+        return self.model(self.normalise(features))
 
     def set_priors(self, priors: Tensor) -> None:
         """Stores senone priors (probabilities, already floored) for :meth:`predict_step`; saved in checkpoints."""
@@ -156,6 +184,8 @@ class SenoneClassifier(L.LightningModule):
         datamodule = getattr(self.trainer, "datamodule", None)
         if stage == "fit" and datamodule is not None and hasattr(datamodule, "priors"):
             self.set_priors(datamodule.priors)
+        if stage == "fit" and self._h.input_norm and datamodule is not None and hasattr(datamodule, "input_moments"):
+            self.set_input_normalisation(*datamodule.input_moments())
 
     # ------------------------------------------------------------------ steps
 
@@ -166,7 +196,7 @@ class SenoneClassifier(L.LightningModule):
     def training_step(self, batch: Any, batch_idx: int) -> Tensor:
         """Frame cross-entropy on a batch of (spliced features, senone labels)."""
         features, targets = self._unpack(batch)
-        loss = torch.nn.functional.cross_entropy(self.model(features), targets)
+        loss = torch.nn.functional.cross_entropy(self(features), targets)
         # no per-step host synchronisation: the epoch's loss accumulates on the device
         if self.train_loss_sum.device != loss.device:
             self.train_loss_sum = self.train_loss_sum.to(loss.device)
@@ -222,7 +252,7 @@ class SenoneClassifier(L.LightningModule):
 
     def _evaluate(self, stage: str, batch: Any) -> None:
         features, targets = self._unpack(batch)
-        logits, hidden = self.model(features, return_hidden=True)
+        logits, hidden = self.model(self.normalise(features), return_hidden=True)
         metrics = self._metrics(stage)
         metrics["loss"].update(logits, targets)
         metrics["frame_error"].update(logits, targets)
@@ -270,7 +300,7 @@ class SenoneClassifier(L.LightningModule):
         """
         if not bool(self.has_priors):
             warnings.warn("no senone priors set: log-likelihoods equal log-posteriors", stacklevel=2)
-        log_posteriors = torch.log_softmax(self.model(batch.features).float(), dim=-1)
+        log_posteriors = torch.log_softmax(self(batch.features).float(), dim=-1)
         log_likelihoods = log_posteriors - self.log_priors.float()
         out = []
         for key, posteriors, likelihoods in zip(

@@ -57,10 +57,15 @@ def test_validation_metrics_equal_a_direct_computation(labelled_dir: Path, tmp_p
     trainer = _trainer(tmp_path, max_epochs=1)  # validation runs at the end of the epoch
     trainer.fit(model, datamodule=dm)
 
+    # the input transform: the training frames' spliced mean and standard deviation (numpy reference)
+    train = dm.stores["train"].gather(torch.arange(dm.stores["train"].num_frames)).features.double().numpy()
+    np.testing.assert_allclose(model.input_mean.numpy(), train.mean(0), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(1 / model.input_inv_std.numpy(), train.std(0), rtol=1e-4, atol=1e-5)
     store = dm.stores["valid"]
     batch = store.gather(torch.arange(store.num_frames))
+    features = (batch.features.double().numpy() - train.mean(0)) / train.std(0)
     with torch.no_grad():
-        logits, hidden = model.model(batch.features, return_hidden=True)
+        logits, hidden = model.model(torch.from_numpy(features).float(), return_hidden=True)
     targets = batch.targets.numpy()
     log_probs = torch.log_softmax(logits.double(), -1).numpy()
     expected_loss = -log_probs[np.arange(len(targets)), targets].mean()

@@ -248,6 +248,28 @@ class AlignedFramesDataModule(L.LightningDataModule):
             self._priors = senone_priors(labels, self.num_senones, self._h.prior_floor)
         return self._priors
 
+    def input_moments(self, max_frames: int = 2_000_000) -> tuple[torch.Tensor, torch.Tensor]:
+        """Mean and standard deviation (float64) of the spliced network input over the training frames.
+
+        What Kaldi nnet1's feature transform (``<AddShift>`` + ``<Rescale>``) is computed from: the statistics of
+        the *spliced* input, so edge-frame repetition is included. Over at most ``max_frames`` frames, evenly
+        strided through the training set (all of them for smaller sets). Runs ``setup("fit")`` if needed.
+        """
+        if "train" not in self.stores:
+            self.setup("fit")
+        store = self.stores["train"]
+        step = max(1, -(-store.num_frames // max_frames))
+        index = torch.arange(0, store.num_frames, step)
+        total = torch.zeros(self.feat_dim, dtype=torch.float64)
+        squares = torch.zeros(self.feat_dim, dtype=torch.float64)
+        for chunk in index.split(65_536):
+            x = store.gather(chunk).features.double().cpu()
+            total += x.sum(0)
+            squares += (x * x).sum(0)
+        mean = total / len(index)
+        std = (squares / len(index) - mean * mean).clamp(min=0).sqrt()
+        return mean, std
+
     # ---------------------------------------------------------------- loading
 
     def _alignment_spec(self, split: str) -> str | list[str]:
