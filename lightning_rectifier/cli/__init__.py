@@ -72,7 +72,11 @@ def main(argv: list[str] | None = None) -> None:
         os.environ.setdefault("JSONARGPARSE_DEPRECATION_WARNINGS", "off")
         from lightning_rectifier.cli.lightning import run_lightning
 
-        status = _reporting_user_errors(command, lambda: run_lightning(args) and 0)
+        def lightning() -> int:
+            run_lightning(args)
+            return 0
+
+        status = _reporting_user_errors(command, lightning)
         if status:
             sys.exit(status)
         return

@@ -112,7 +112,7 @@ class FinalCheckpoint(ModelCheckpoint):
     def on_train_end(self, trainer: Trainer, pl_module: Any) -> None:
         """Saves the final weights too: training can stop after the last validation (``max_steps``, newbob)."""
         super().on_train_end(trainer, pl_module)
-        if self._last_global_step_saved != trainer.global_step and not trainer.fast_dev_run:
+        if self._last_global_step_saved != trainer.global_step and not getattr(trainer, "fast_dev_run", False):
             self.save_checkpoint(trainer)
 
     def save_checkpoint(self, trainer: Trainer) -> None:

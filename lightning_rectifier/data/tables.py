@@ -44,9 +44,9 @@ def read_table(path: str | os.PathLike[str]) -> Iterator[tuple[int, str, str]]:
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as error:
-        line = data[: error.start].count(b"\n") + 1
+        bad_line = data[: error.start].count(b"\n") + 1
         raise KaldiDataError(
-            f"{where(path, None, line)}: not UTF-8 text ({error.reason} at byte {error.start})"
+            f"{where(path, None, bad_line)}: not UTF-8 text ({error.reason} at byte {error.start})"
         ) from None
     for number, line in enumerate(text.splitlines(), 1):
         if line.strip():

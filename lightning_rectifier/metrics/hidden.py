@@ -266,23 +266,26 @@ class HiddenUnitMetrics(nn.Module):
                 self.metrics[key] = Dispersion(h.shape[-1], layer.nonlinearity, self.saturation, self.threshold).to(
                     h.device
                 )
-            self.metrics[key].update(h)
+            self._metric(key).update(h)
 
         return count
+
+    def _metric(self, key: str) -> Any:
+        return self.metrics[key]  # a Dispersion (ModuleDict types its values as Module)
 
     def compute(self, prefix: str = "") -> dict[str, Tensor]:
         """``{prefix}{layer path}/{statistic}`` for every layer that has seen frames."""
         out: dict[str, Tensor] = {}
         for key in self._keys:
             if key in self.metrics:
-                for stat, value in self.metrics[key].compute().items():
+                for stat, value in self._metric(key).compute().items():
                     out[f"{prefix}{key}/{stat}"] = value.float()
         return out
 
     def reset(self) -> None:
         """Forgets the counts (keep calling it after each evaluation)."""
-        for metric in self.metrics.values():
-            metric.reset()
+        for key in self.metrics:
+            self._metric(key).reset()
 
     def remove(self) -> None:
         """Removes the hooks."""
