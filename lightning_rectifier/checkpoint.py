@@ -96,12 +96,15 @@ def senone_classifier_from_checkpoint(raw: dict[str, Any], path: str | os.PathLi
     except Exception as error:  # any exception: the hyperparameters are not the class's
         raise CheckpointError(f"{path}: its hyperparameters do not make a SenoneClassifier: {error}") from None
     saved = {name: tuple(t.shape) for name, t in state.items() if isinstance(t, torch.Tensor)}
+    saved.setdefault("input_mean", shapes.get("input_mean", ()))  # older checkpoints: filled in on loading
+    saved.setdefault("input_inv_std", shapes.get("input_inv_std", ()))
     if wrong := sorted(n for n in shapes if n in saved and saved[n] != shapes[n]):
         raise CheckpointError(
             f"{path}: the weights do not match the saved hyperparameters {kwargs}: {wrong[0]} has shape"
             f" {saved[wrong[0]]}, the hyperparameters make {shapes[wrong[0]]}"
         )
     model = SenoneClassifier(**kwargs)
+    model.on_load_checkpoint(raw)  # as Lightning does before loading weights (fills what older checkpoints lack)
     try:
         model.load_state_dict(state, strict=True)
     except (RuntimeError, TypeError, ValueError) as error:

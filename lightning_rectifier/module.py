@@ -236,7 +236,15 @@ class SenoneClassifier(L.LightningModule):
         }
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """Restores this process's share of the running epoch loss (DDP shares are equal: an even split is exact)."""
+        """Reads what the checkpoint adds to the weights; called before the weights are loaded.
+
+        A checkpoint from before the input transform gets the identity transform (its network saw raw input). This
+        process's share of the running epoch loss is restored (DDP shares are equal: an even split is exact).
+        """
+        state = checkpoint.get("state_dict")
+        if isinstance(state, dict) and "input_mean" not in state:
+            state["input_mean"] = torch.zeros_like(self.input_mean)
+            state["input_inv_std"] = torch.ones_like(self.input_inv_std)
         saved = checkpoint.get("train_epoch_loss")
         if not saved or not saved.get("frames"):
             return

@@ -85,3 +85,19 @@ def test_a_good_checkpoint_round_trips_exactly(tmp_path: Path) -> None:
     for name, tensor in torch.load(path, weights_only=True)["state_dict"].items():
         torch.testing.assert_close(model.state_dict()[name], tensor, rtol=0, atol=0)
     assert not model.training
+
+
+def test_a_checkpoint_from_before_the_input_transform_loads_with_the_identity(tmp_path: Path) -> None:
+    model = SenoneClassifier(input_dim=6, num_senones=4, hidden_dim=8, num_layers=2)
+    state = {k: v for k, v in model.state_dict().items() if not k.startswith("input_")}
+    hparams = {k: v for k, v in dict(model.hparams).items() if k != "input_norm"}
+    path = tmp_path / "old.ckpt"
+    torch.save({"state_dict": state, "hyper_parameters": hparams, "pytorch-lightning_version": "2.6.6"}, path)
+    x = torch.randn(5, 6)
+    for loaded in (
+        senone_classifier_from_checkpoint(read_checkpoint(path), path),
+        SenoneClassifier.load_from_checkpoint(path, weights_only=True),  # Lightning's loader, as fit --ckpt_path
+    ):
+        torch.testing.assert_close(loaded.normalise(x), x)
+        with torch.no_grad():
+            torch.testing.assert_close(loaded(x), model.model(x))

@@ -307,11 +307,19 @@ class DispersionMonitor(Callback):
         hidden = getattr(pl_module, "hidden_layers", None)
         self._discovered = False
         if self.layers is None and hidden is not None:
+            modules = self._hidden_sequence(pl_module, hidden)
+            given = self.nonlinearity if isinstance(self.nonlinearity, list) else [self.nonlinearity] * len(modules)
+            if len(given) != len(modules):
+                raise MisconfigurationException(
+                    f"DispersionMonitor got {len(given)} nonlinearities for the {len(modules)} hidden layers of"
+                    f" {type(pl_module).__name__}"
+                )
+            names = [name if name is not None else attribute for name in given]
             layers = [
-                HiddenLayer(f"hidden_layers.{i}", module, self._known_rule(attribute))
-                for i, module in enumerate(self._hidden_sequence(pl_module, hidden))
+                HiddenLayer(f"hidden_layers.{i}", module, self._known_rule(name))
+                for i, (module, name) in enumerate(zip(modules, names, strict=True))
             ]
-            self._nonlinearity = self.nonlinearity if isinstance(self.nonlinearity, str) else str(attribute)
+            self._nonlinearity = ", ".join(dict.fromkeys(str(name) for name in names))
             return layers, [f"layer_{i}" for i in range(1, len(layers) + 1)]
         try:
             layers = find_hidden_layers(
@@ -329,7 +337,6 @@ class DispersionMonitor(Callback):
         return layers, [metric_key(layer.name) for layer in layers]
 
     def _known_rule(self, name: Any) -> Nonlinearity:
-        name = self.nonlinearity if isinstance(self.nonlinearity, str) else name
         if not isinstance(name, str) or not name:
             raise MisconfigurationException(
                 f"DispersionMonitor could not tell the hidden nonlinearity (got {name!r}). " + _NEEDS

@@ -21,7 +21,7 @@ import sys
 import warnings
 from importlib import resources
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 from lightning.pytorch import Trainer
 from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
@@ -157,7 +157,7 @@ class RectifierCLI(LightningCLI):
         )
         parser.add_argument(
             "--predict_what",
-            type=str,
+            type=Literal["log_likelihoods", "log_posteriors"],
             default="log_likelihoods",
             help="predict: log_likelihoods (for decoding) or log_posteriors.",
         )

@@ -42,9 +42,8 @@ def read_words(path: PathLike) -> list[str]:
         raise FileNotFoundError(f"symbol table {str(path)!r} does not exist")
     for number, symbol, value in read_table(path):  # any whitespace; non-UTF-8 bytes are an error naming the line
         fields = [symbol, *value.split()]
-        line = " ".join(fields)
         if len(fields) != 2 or not fields[1].isdigit():
-            raise ValueError(f"{path} line {number}: expected 'symbol id', got {line!r}")
+            raise ValueError(f"{path} line {number}: expected 'symbol id', got {' '.join(fields)!r}")
         key = int(fields[1])
         if key in table:
             raise ValueError(f"{path} line {number}: id {key} is given to both {table[key]!r} and {fields[0]!r}")

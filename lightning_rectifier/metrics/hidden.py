@@ -54,7 +54,6 @@ ACTIVATION_TYPES: dict[type[nn.Module], Nonlinearity] = {
 _FUNCTIONS: dict[str, Callable[[Tensor], Tensor]] = {
     "relu": torch.relu,
     "leaky_relu": torch.relu,  # same sign as leaky ReL for any slope > 0: only the sign matters to the rule
-    "prelu": torch.relu,  # likewise for a positive slope
     "elu": torch.relu,
     "gelu": torch.nn.functional.gelu,
     "silu": torch.nn.functional.silu,

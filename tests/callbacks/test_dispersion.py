@@ -498,3 +498,16 @@ def test_by_default_one_figure_per_fit_and_one_per_validate(tmp_path: Path) -> N
     assert len(list(out.glob("epoch*.npz"))) == 3  # measured at every validation
     trainer.validate(module, loader(x, y))
     assert len(list(out.glob("*.png"))) == 2  # validate draws its own
+
+
+def test_one_nonlinearity_per_hidden_layer_is_used_not_ignored(tmp_path: Path) -> None:
+    x, y = make_data()
+    module = TinyClassifier("relu")  # hidden_layers and nonlinearity 'relu'
+    monitor = DispersionMonitor(num_frames=100, plot=False, nonlinearity=["relu", "tanh", "relu"])
+    make_trainer(tmp_path, [monitor], loggers=False).validate(module, loader(x, y), verbose=False)
+    hidden = hidden_of(module.model, x[:100])
+    as_tanh = np_reference([hidden[1]], "tanh", "neg")[1]  # relu outputs >= 0 > -0.95: all active under tanh's rule
+    np.testing.assert_allclose(monitor.last_probabilities[2].numpy(), as_tanh["probs"], atol=1e-7)
+    assert (monitor.last_probabilities[2].numpy() == 1).all()
+    with pytest.raises(MisconfigurationException, match="2 nonlinearities for the 3 hidden layers"):
+        DispersionMonitor(nonlinearity=["relu", "tanh"]).setup(make_trainer(tmp_path, []), module, "validate")
