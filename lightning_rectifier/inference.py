@@ -225,9 +225,8 @@ def decode_directory(
 
     With ``tune_dir`` (a validation data directory with a ``text``), acoustic scale and insertion penalty are first
     chosen by a grid search there (as Kaldi's scoring does over LM weight and word insertion penalty).
-    When the checkpoint sits in ``runs/<name>/checkpoints`` and ``out_dir`` is outside that run, ``wer.json`` is also
-    copied into the run's latest ``version_<N>/decode/`` so that ``lightning-rectifier compare`` puts WER in the
-    paper's table (an ``out_dir`` like ``runs/<name>/version_0/decode/<test set>`` gives one WER column per set).
+    Writes only into ``out_dir`` (the command line's default is the run's ``eval/<data>/decode``, see
+    :mod:`lightning_rectifier.run_layout`).
     """
     from lightning_rectifier.data.datadir import read_kaldi_map
     from lightning_rectifier.data.demo import resolve_data_dir
@@ -416,6 +415,9 @@ class DecodeTestSet(Callback):
             write_text(out / "hyp.txt", hypotheses)
             wer: dict[str, Any] = {key.split("/")[1]: value for key, value in self.last.items()}
             wer.update(
-                data_dir=dm._h.test_dir, acoustic_scale=self.acoustic_scale, insertion_penalty=self.insertion_penalty
+                data_dir=dm._h.test_dir,
+                acoustic_scale=self.acoustic_scale,
+                insertion_penalty=self.insertion_penalty,
+                checkpoint=trainer.ckpt_path,
             )
             (out / "wer.json").write_text(json.dumps(wer, indent=2) + "\n")

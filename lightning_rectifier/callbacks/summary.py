@@ -55,6 +55,26 @@ class RunSummary(Callback):
         value = metrics.get(self.monitor)
         if value is not None and math.isfinite(value) and (not self.best or value < self.best[self.monitor]):
             self.best, self.best_epoch = dict(metrics), trainer.current_epoch
+        if trainer.state.fn == "validate":
+            self._write_evaluation(trainer, "val")
+
+    @override
+    def on_test_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self._write_evaluation(trainer, "test")
+
+    def _write_evaluation(self, trainer: Trainer, prefix: str) -> None:
+        """``validate`` / ``test``: writes ``<log_dir>/metrics.json`` (the metrics and the checkpoint evaluated)."""
+        log_dir = trainer.log_dir  # a broadcast under DDP: every process reads it
+        if not trainer.is_global_zero:
+            return
+        metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith(f"{prefix}/")}
+        stage = trainer.state.fn.value if trainer.state.fn is not None else prefix
+        record = {"stage": stage, "checkpoint": trainer.ckpt_path, "metrics": metrics}
+        directory = Path(log_dir or trainer.default_root_dir)
+        directory.mkdir(parents=True, exist_ok=True)
+        (directory / "metrics.json").write_text(json.dumps(record, indent=2) + "\n")
+        if self.console:
+            log.warning("%s results: %s", stage, directory / "metrics.json")
 
     def summary(self, trainer: Trainer, log_dir: str | None = None) -> dict[str, Any]:
         """The summary as a JSON-serialisable dict.

@@ -12,12 +12,15 @@ import os
 import sys
 from collections.abc import Callable
 
+from lightning_rectifier.cli.errors import UserError, precheck
+
 LIGHTNING_COMMANDS = {
     "fit": "train a senone classifier (no --config: the demo recipe on the embedded FSDD corpus)",
     "validate": "measure frame error, cross-entropy and sparsity on the validation set",
     "test": "the same on the test set",
     "predict": "compute log-posteriors / scaled log-likelihoods for a data directory",
 }
+OPTIONAL_PACKAGES = {"tensorboard": "tensorboard", "tensorboardX": "tensorboard", "pocketsphinx": "align"}
 TOOL_COMMANDS = {
     "prepare": "audio (wav.scp or a folder) -> a Kaldi data directory of MFCC or fbank features",
     "align": "forced-align a data directory with pocketsphinx -> per-frame senone labels",
@@ -70,9 +73,12 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(_reporting_user_errors(command, lambda: tools.run(command, args[1:])))
     if command in LIGHTNING_COMMANDS:
         os.environ.setdefault("JSONARGPARSE_DEPRECATION_WARNINGS", "off")
-        from lightning_rectifier.cli.lightning import run_lightning
 
         def lightning() -> int:
+            if "--help" not in args and "-h" not in args:
+                precheck(args)  # missing paths and unknown splits, before torch and Lightning load (seconds)
+            from lightning_rectifier.cli.lightning import run_lightning
+
             run_lightning(args)
             return 0
 
@@ -92,18 +98,22 @@ def _reporting_user_errors(command: str, run: Callable[[], int | None]) -> int:
     from lightning_rectifier.checkpoint import CheckpointError
     from lightning_rectifier.data.errors import KaldiDataError
 
-    user_errors: tuple[type[BaseException], ...] = (FileNotFoundError, KaldiDataError, CheckpointError)
-    if "lightning_rectifier.cli.lightning" in sys.modules:
-        user_errors += (sys.modules["lightning_rectifier.cli.lightning"].UserError,)
+    user_errors = (FileNotFoundError, KaldiDataError, CheckpointError, UserError, ModuleNotFoundError)
     try:
         return run() or 0
     except user_errors as error:
         if os.environ.get("LIGHTNING_RECTIFIER_DEBUG"):
             raise
-        message = str(error).strip() or type(error).__name__
+        if isinstance(error, ModuleNotFoundError):
+            extra = OPTIONAL_PACKAGES.get((error.name or "").partition(".")[0])
+            if extra is None:
+                raise
+            message = f"this needs {error.name}, an optional dependency: pip install 'lightning-rectifier[{extra}]'"
+        else:
+            message = str(error).strip() or type(error).__name__
         print(f"lightning-rectifier {command}: error: {message}", file=sys.stderr)
         print("(LIGHTNING_RECTIFIER_DEBUG=1 shows the traceback)", file=sys.stderr)
         return 2
 
 
-__all__ = ["main"]
+__all__ = ["UserError", "main"]

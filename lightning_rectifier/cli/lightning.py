@@ -10,7 +10,12 @@ What it adds to LightningCLI:
 - checkpoints in ``runs/<name>/checkpoints``: the best by ``val/loss`` and ``last.ckpt`` at each validation, and
   ``steps/last.ckpt`` every ``--checkpoint_every_n_steps`` steps, so ``fit --ckpt_path last`` (the newest of the
   two) resumes an interrupted run, mid-epoch included, exactly where it stopped;
-- a ``DispersionMonitor`` and a one-screen ``RunSummary`` at the end.
+- a ``DispersionMonitor`` and a one-screen ``RunSummary`` at the end;
+- the run layout of :mod:`lightning_rectifier.run_layout`: ``validate`` / ``test`` / ``predict`` evaluate the run's
+  best checkpoint and write into ``runs/<name>/eval/<data>/`` (CSV only), never into the training history; a new
+  ``fit`` refuses a run folder that already holds checkpoints (resume it, or choose another ``--run_name``);
+- mistakes in options end in one line with the closest option (``--model.hiden_dim``: did you mean
+  ``--model.hidden_dim``?).
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ import logging
 import os
 import sys
 import warnings
+from argparse import ArgumentError
 from importlib import resources
 from pathlib import Path
 from typing import Any, ClassVar, Literal
@@ -29,8 +35,10 @@ from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
 from lightning_rectifier.callbacks import DispersionMonitor
 from lightning_rectifier.callbacks.summary import RunSummary
+from lightning_rectifier.cli.errors import UserError, explain_parse_error
 from lightning_rectifier.data.datamodule import AlignedFramesDataModule
 from lightning_rectifier.module import SenoneClassifier
+from lightning_rectifier.run_layout import best_checkpoint, eval_dir, has_checkpoints
 
 log = logging.getLogger("lightning_rectifier")
 DEMO_CONFIG = resources.files("lightning_rectifier") / "configs" / "demo.yaml"
@@ -41,7 +49,17 @@ _NOISE = [
     r"Total length of .* across ranks is zero",  # no validation set configured
     # the module's evaluation metrics are torchmetrics objects, already reduced across processes by compute()
     r"It is recommended to use `self.log\('(val|test)/.*sync_dist=True",
+    r"Experiment logs directory .*eval.* exists and is not empty",  # evaluating a data set again replaces its files
+    r"Couldn't infer the batch indices fetched from your dataloader",  # predict: the writer keys by utterance
 ]
+EVALUATIONS = ("validate", "test", "predict")
+
+
+class _DropTips(logging.Filter):
+    """Drops Lightning's advertisement for its cloud logger, printed by every Trainer."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("\N{ELECTRIC LIGHT BULB} Tip:")
 
 
 def wandb_has_key() -> bool:
@@ -53,16 +71,6 @@ def wandb_has_key() -> bool:
         return "api.wandb.ai" in netrc.read_text()
     except OSError:
         return False
-
-
-class UserError(Exception):
-    """A mistake in what the user asked for: reported in one line, without a traceback."""
-
-
-def best_checkpoint(directory: Path) -> Path | None:
-    """The newest ``best-*.ckpt`` (lowest ``val/loss``, as ``fit`` saves it) in a run's checkpoint folder."""
-    candidates = sorted(directory.glob("best-*.ckpt"), key=lambda path: path.stat().st_mtime)
-    return candidates[-1] if candidates else None
 
 
 def _explicit_untrained(args: list[str]) -> bool:
@@ -124,11 +132,6 @@ class FinalCheckpoint(ModelCheckpoint):
         self.last_model_path = filepath  # what the run summary reports as the last checkpoint
 
 
-def _folder_name(data: str) -> str:
-    """A folder name for an evaluated data set: ``fsdd:test`` -> ``fsdd_test``, ``data/eval2000`` -> ``eval2000``."""
-    return data.replace(":", "_") if ":" in data else Path(data.rstrip("/")).name or "data"
-
-
 def run_name(model: Any) -> str:
     """A run's default name from its model configuration, e.g. ``relu-3x512``."""
     return f"{model['nonlinearity']}-{model['num_layers']}x{model['hidden_dim']}"
@@ -153,7 +156,7 @@ class RectifierCLI(LightningCLI):
             "--predict_output",
             type=str | None,
             default=None,
-            help="predict: where to write loglikes.scp (default runs/<name>/predict/<data>).",
+            help="predict: where to write loglikes.scp (default runs/<name>/eval/<data>).",
         )
         parser.add_argument(
             "--predict_what",
@@ -169,9 +172,48 @@ class RectifierCLI(LightningCLI):
         config = self._settings()
         return config.get("run_name") or run_name(config["model"])
 
+    def _evaluated_data(self, config: Any) -> str:
+        """The data set a ``validate`` / ``test`` / ``predict`` evaluates, as the user named it."""
+        data = config["data"]
+        if self.subcommand == "validate":
+            return str(data.get("valid_dir") or "valid")
+        if self.subcommand == "predict":
+            return str(data.get("predict_dir") or data.get("test_dir") or "predict")
+        return str(data.get("test_dir") or "test")
+
+    def _eval_dir(self, config: Any) -> Path:
+        """``runs/<name>/eval/<data>`` (``predict``: its ``predict/`` subfolder, beside test's files)."""
+        root = Path(config["trainer"].get("default_root_dir") or "runs")
+        directory = eval_dir(root / self._run_name(), self._evaluated_data(config))
+        return directory / "predict" if self.subcommand == "predict" else directory
+
+    def parse_arguments(self, parser: LightningArgumentParser, args: Any) -> None:
+        """Parses as LightningCLI does; a mistake ends in one line naming the closest option (a :class:`UserError`)."""
+        subcommands = getattr(parser, "_subcommands_action", None)
+        parsers = [parser, *(subcommands.choices.values() if subcommands is not None else [])]
+        for each in parsers:
+            each.exit_on_error = False
+        try:
+            super().parse_arguments(parser, args)
+        except ArgumentError as error:
+            command = next((a for a in (args or []) if a in EVALUATIONS or a == "fit"), "fit")
+            options = [o for each in parsers for o in each._option_string_actions]
+            raise UserError(explain_parse_error(str(error), command, options)) from error
+
+    def _refuse_overwriting(self, config: Any, root: Path) -> None:
+        """A new ``fit`` never writes into a run folder holding another run's checkpoints."""
+        if self.subcommand != "fit" or config.get("ckpt_path") is not None or config["trainer"].get("fast_dev_run"):
+            return
+        run_dir = root / self._run_name()
+        if has_checkpoints(run_dir):
+            raise UserError(
+                f"fit: {run_dir} already holds a trained run's checkpoints; resume it with --ckpt_path last, give"
+                " this run another --run_name, or delete the folder"
+            )
+
     def _evaluate_trained_model(self, config: Any, root: Path) -> None:
         """``validate`` / ``test`` / ``predict`` without ``--ckpt_path`` use the run's best checkpoint, or refuse."""
-        if self.subcommand not in ("validate", "test", "predict"):
+        if self.subcommand not in EVALUATIONS:
             return
         if _explicit_untrained(self.raw_args):
             log.warning("%s: evaluating the untrained network, as --ckpt_path none asks", self.subcommand)
@@ -194,6 +236,7 @@ class RectifierCLI(LightningCLI):
         config = self._settings()
         root = Path(config["trainer"].get("default_root_dir") or "runs")
         self._evaluate_trained_model(config, root)
+        self._refuse_overwriting(config, root)
         callbacks: list[Any] = [RunSummary(monitor="val/loss")]  # its "best" is the best checkpoint
         if not config["trainer"].get("fast_dev_run"):  # a smoke run writes nothing into run folders
             callbacks += checkpoint_callbacks(root / self._run_name() / "checkpoints", config)
@@ -202,30 +245,39 @@ class RectifierCLI(LightningCLI):
         if self.subcommand == "predict":
             from lightning_rectifier.callbacks.prediction_writer import KaldiPredictionWriter
 
-            data = config["data"].get("predict_dir") or config["data"].get("test_dir") or "predict"
-            out = config.get("predict_output") or root / self._run_name() / "predict" / _folder_name(str(data))
+            out = config.get("predict_output") or self._eval_dir(config)
             log.warning("predict: writing %s to %s", config.get("predict_what"), out)
             callbacks.append(KaldiPredictionWriter(out, config.get("predict_what") or "log_likelihoods"))
         self.trainer_defaults["callbacks"] = callbacks
 
     def instantiate_trainer(self, **kwargs: Any) -> Trainer:
-        """Creates the default loggers (CSV, and W&B unless ``--wandb false``) when none are configured."""
+        """Creates the default loggers when none are configured.
+
+        ``fit``: CSV in ``runs/<name>/version_<N>`` and W&B unless ``--wandb false``. ``validate`` / ``test`` /
+        ``predict``: CSV in ``runs/<name>/eval/<data>`` (``predict``: ``eval/<data>/predict``) only, so that an
+        evaluation never joins the training history.
+        """
         config = self._settings()
-        if config["trainer"].get("logger") in (None, True):
+        if config["trainer"].get("logger") in (None, True) and self.subcommand in EVALUATIONS:
+            from lightning.pytorch.loggers import CSVLogger
+
+            kwargs["logger"] = [CSVLogger(save_dir=str(self._eval_dir(config)), name="", version="")]
+        elif config["trainer"].get("logger") in (None, True):
             from lightning.pytorch.loggers import CSVLogger, WandbLogger
 
             root = str(config["trainer"].get("default_root_dir") or "runs")
             loggers: list[Any] = [CSVLogger(save_dir=root, name=self._run_name())]
             if config.get("wandb", True):
-                loggers.append(
-                    WandbLogger(
-                        save_dir=root,
-                        name=self._run_name(),
-                        project=os.environ.get("WANDB_PROJECT", "lightning-rectifier"),
-                        offline=not wandb_has_key() or os.environ.get("WANDB_MODE") == "offline",
-                        log_model=False,
-                    )
+                wandb_logger = WandbLogger(
+                    save_dir=root,
+                    name=self._run_name(),
+                    project=os.environ.get("WANDB_PROJECT", "lightning-rectifier"),
+                    offline=not wandb_has_key() or os.environ.get("WANDB_MODE") == "offline",
+                    log_model=False,
                 )
+                # Lightning always passes `anonymous`, which W&B deprecated (a warning in every run): leave it unset
+                getattr(wandb_logger, "_wandb_init", {}).pop("anonymous", None)
+                loggers.append(wandb_logger)
             kwargs["logger"] = loggers
             self.trainer_defaults["callbacks"].append(LearningRateMonitor(logging_interval="epoch"))
         return super().instantiate_trainer(**kwargs)
@@ -242,6 +294,7 @@ def run_lightning(args: list[str]) -> RectifierCLI:
     """Runs ``fit`` / ``validate`` / ``test`` / ``predict`` with the project's defaults."""
     for pattern in _NOISE:
         warnings.filterwarnings("ignore", message=pattern)
+    logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(_DropTips())
     if "--help" not in args and "-h" not in args:
         args = _with_demo_config(args)
     os.environ.setdefault("WANDB_SILENT", "true")

@@ -31,6 +31,13 @@ def _logging() -> None:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
 
 
+def _one_handler_for_lightning() -> None:
+    """``import lightning`` gives its logger a handler of its own; with ours on the root, each line came twice."""
+    lightning_logger = logging.getLogger("lightning")
+    if logging.getLogger().handlers and lightning_logger.handlers:
+        lightning_logger.handlers.clear()
+
+
 # ------------------------------------------------------------------------------------------------- grid
 
 
@@ -112,6 +119,8 @@ def prepare(argv: Sequence[str]) -> int:
     _logging()
     from lightning_rectifier.prepare import prepare_data_dir
 
+    _one_handler_for_lightning()
+
     summary = prepare_data_dir(
         args.wav_scp or args.audio_dir,
         args.out_dir,
@@ -148,6 +157,8 @@ def align(argv: Sequence[str]) -> int:
     from lightning_rectifier.align import align_data_dir
     from lightning_rectifier.features import FeatureConfig
 
+    _one_handler_for_lightning()
+
     data_dir = Path(args.data_dir)
     config_file = data_dir / "conf" / "features.yaml"
     config = FeatureConfig.load(config_file) if config_file.exists() else None
@@ -174,16 +185,16 @@ def decode(argv: Sequence[str]) -> int:
         "Decodes a data directory to words with a trained model: scaled log-likelihoods (log-posteriors minus log\n"
         "priors from the training alignments) through kaldi-decoder's FasterDecoder. Writes OUT/hyp.txt (Kaldi text),\n"
         "OUT/ali.ark (best-path senone per frame) and, when DIR/text exists, OUT/wer.json. Without --graph, the demo\n"
-        "corpus's digit grammar.\n\n"
+        "corpus's digit grammar. Without --out_dir, OUT is the run's eval/<data>/decode (runs/<name>/eval/fsdd_test/\n"
+        "decode for a checkpoint in runs/<name>/checkpoints), where `compare` finds it.\n\n"
         "examples:\n"
-        "  lightning-rectifier decode --ckpt_path runs/relu-3x256/checkpoints/last.ckpt --data_dir fsdd:test \\\n"
-        "      --grammar word --out_dir exp/decode_test\n"
+        "  lightning-rectifier decode --ckpt_path runs/relu-3x256 --data_dir fsdd:test --grammar word\n"
         "  lightning-rectifier decode --ckpt_path CKPT --data_dir data/eval2000 --graph exp/tri4/graph/HCLG.fst \\\n"
         "      --words exp/tri4/graph/words.txt --transition_model exp/tri4/final.mdl --out_dir exp/decode_eval2000",
     )
-    parser.add_argument("--ckpt_path", required=True, help="checkpoint of a trained model")
+    parser.add_argument("--ckpt_path", required=True, help="checkpoint of a trained model, or a run (its best)")
     parser.add_argument("--data_dir", required=True, help="data directory to decode (fsdd:<split> for the demo)")
-    parser.add_argument("--out_dir", required=True, help="where to write hyp.txt, ali.ark, wer.json")
+    parser.add_argument("--out_dir", help="where to write hyp.txt, ali.ark, wer.json (default: the run's eval folder)")
     parser.add_argument("--graph", help="decoding graph: Kaldi HCLG.fst (const or vector) or a senone-labelled FST")
     parser.add_argument("--words", help="words.txt of the graph (default: next to the graph)")
     parser.add_argument("--transition_model", help="final.mdl of an HCLG over transition-ids")
@@ -198,8 +209,29 @@ def decode(argv: Sequence[str]) -> int:
     parser.add_argument("--device", default="auto", help="auto (GPU when available), cpu, cuda, cuda:1 ...")
     parser.add_argument("--precision", choices=["32", "bf16"], default="32", help="network precision")
     args = parser.parse_args(argv)
+    from lightning_rectifier.cli.errors import UserError, check_data_dir
+    from lightning_rectifier.run_layout import CHECKPOINTS, best_checkpoint, eval_dir, run_of_checkpoint
+
+    if Path(args.ckpt_path).is_dir():  # a run folder: its best checkpoint
+        best = best_checkpoint(Path(args.ckpt_path, CHECKPOINTS))
+        if best is None:
+            raise UserError(f"--ckpt_path {args.ckpt_path}: a folder without {CHECKPOINTS}/best-*.ckpt (run fit first)")
+        args.ckpt_path = str(best)
+        print(f"decode: the run's best checkpoint (lowest val/loss): {args.ckpt_path}")
+    if not Path(args.ckpt_path).is_file():
+        raise UserError(f"--ckpt_path {args.ckpt_path}: no such file (expected a checkpoint written by fit)")
+    check_data_dir("--data_dir", args.data_dir)
+    if args.tune_dir:
+        check_data_dir("--tune_dir", args.tune_dir)
+    if args.out_dir is None:
+        run_dir = run_of_checkpoint(args.ckpt_path)
+        if run_dir is None:
+            raise UserError(f"--ckpt_path {args.ckpt_path} is not in a run's checkpoints folder: give --out_dir")
+        args.out_dir = str(eval_dir(run_dir, args.data_dir) / "decode")
     _logging()
     from lightning_rectifier.inference import decode_directory
+
+    _one_handler_for_lightning()
 
     report = decode_directory(
         args.ckpt_path,
@@ -219,13 +251,7 @@ def decode(argv: Sequence[str]) -> int:
         device=args.device,
         precision=args.precision,
     )
-    if report.wer is not None:
-        w = report.wer
-        print(
-            f"WER {100 * w['wer']:.2f} % [ {w['substitutions'] + w['deletions'] + w['insertions']} / {w['num_words']},"
-            f" {w['insertions']} ins, {w['deletions']} del, {w['substitutions']} sub ]  SER"
-            f" {100 * w['sentence_error_rate']:.2f} %  ({args.out_dir}/wer.json)"
-        )
+    print(f"decode: {', '.join(report.files)} in {args.out_dir}")
     return 0
 
 

@@ -2,7 +2,7 @@
 
 Per version directory: ``metrics.csv`` (sparse rows: each holds only the keys logged together), ``hparams.yaml``,
 ``config.yaml`` (the LightningCLI config), ``summary.json`` (``RunSummary``), ``dispersion/*.npz``
-(``DispersionMonitor``) and ``decode/wer.json`` (or ``decode/<set>/wer.json``).
+(``DispersionMonitor``); beside the versions, ``eval/<data>/decode/wer.json`` (:mod:`lightning_rectifier.run_layout`).
 
 A resumed run writes ``version_<N+1>`` under the same name; versions are merged in order, a later version replacing
 the earlier ones from its first logged step on (``fit --ckpt_path`` replays from the checkpoint's step, so anything an
@@ -32,6 +32,7 @@ from lightning_rectifier.compare.records import (
     resolve_architecture,
     select_best,
 )
+from lightning_rectifier.run_layout import EVAL
 
 _VERSION = re.compile(r"^version_(\d+)$")
 _NPZ = re.compile(r"^epoch(\d+)-step(\d+)\.npz$")
@@ -187,16 +188,48 @@ def _times(versions: list[Path]) -> tuple[float | None, float | None]:
 
 
 def _read_wer(record: RunRecord, versions: list[Path]) -> None:
+    """WER per evaluated data set: ``<run>/eval/<data>/decode/wer.json``, named by its ``data_dir`` (``fsdd:test``).
+
+    Runs written before the evaluation folders kept ``version_<N>/decode/[<set>/]wer.json``; those are read too, the
+    evaluation folders win.
+    """
+    files: list[tuple[str, Path]] = []
     for version in versions:  # later versions win
         decode = version / "decode"
-        files = [(p.parent.name, p) for p in sorted(decode.glob("*/wer.json"))]
         if (decode / "wer.json").is_file():
-            files.insert(0, ("", decode / "wer.json"))
-        for decode_set, path in files:
-            try:
-                record.wer[decode_set] = {**read_wer(path), "file": str(path)}
-            except ValueError as error:
-                record.notes.append(f"WER ignored: {error}")
+            files.append(("", decode / "wer.json"))
+        files += [(p.parent.name, p) for p in sorted(decode.glob("*/wer.json"))]
+    run_dirs = {v.parent for v in versions if _VERSION.match(v.name)}
+    for run_dir in sorted(run_dirs):
+        files += [(f"{EVAL}:{p.parents[1].name}", p) for p in sorted((run_dir / EVAL).glob("*/decode/wer.json"))]
+    for decode_set, path in files:
+        try:
+            result = read_wer(path)
+        except ValueError as error:
+            record.notes.append(f"WER ignored: {error}")
+            continue
+        if decode_set.startswith(f"{EVAL}:"):  # named after the data set decoded
+            decode_set = str(result.get("data_dir") or decode_set.partition(":")[2])
+        record.wer[decode_set] = {**result, "file": str(path)}
+        best = _best_checkpoint(versions)
+        used = result.get("checkpoint")
+        if best and used and Path(str(used)).name != Path(best).name:
+            record.notes.append(
+                f"WER on {decode_set or 'the test set'} is from {used}, not the best checkpoint {best}"
+                " (evaluate again to score the model the table's other columns describe)"
+            )
+
+
+def _best_checkpoint(versions: list[Path]) -> str | None:
+    """The run's best checkpoint as the newest ``summary.json`` reports it."""
+    for version in reversed(versions):
+        try:
+            summary = json.loads((version / "summary.json").read_text())
+        except (OSError, json.JSONDecodeError):
+            continue
+        if isinstance(summary, dict) and summary.get("best_checkpoint"):
+            return str(summary["best_checkpoint"])
+    return None
 
 
 def _read_activations(record: RunRecord, versions: list[Path], starts: list[float]) -> None:

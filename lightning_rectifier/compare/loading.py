@@ -23,7 +23,7 @@ LOOKED_FOR = (
     " and W&B runs (<wandb dir>/offline-run-*/run-<id>.wandb)"
 )
 # folders inside runs that never hold other runs
-_PRUNE = {"checkpoints", "dispersion", "decode", "media", "files", "logs", "tmp", ".git", "__pycache__", "code"}
+_PRUNE = {"checkpoints", "eval", "dispersion", "decode", "media", "files", "logs", "tmp", ".git", "__pycache__", "code"}
 
 
 class NoRunsFoundError(FileNotFoundError):

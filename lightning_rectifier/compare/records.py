@@ -77,7 +77,8 @@ class RunRecord:
         history: Every validation, ordered by step.
         best: The validation with the lowest ``val/loss``: the run's result.
         final: The last validation.
-        wer: Decoding results by decode set (``""`` for ``decode/wer.json``, ``"eval2000"`` for
+        wer: Decoding results by data set (``"fsdd:test"`` for ``eval/fsdd_test/decode/wer.json``; older layouts:
+            ``""`` for ``decode/wer.json``, ``"eval2000"`` for
             ``decode/eval2000/wer.json``): the file's fields plus ``wer_percent``.
         activation_probabilities: Per-unit activation probabilities of the last hidden layer, in unit order.
         activation_info: Where those come from: ``file``, ``layer``, ``epoch``, ``step``, ``nonlinearity``, ...

@@ -125,7 +125,9 @@ class Table1:
         lines += [
             "",
             "Dev CE: frame cross-entropy (nats) on the validation set; dev acc.: frame accuracy; WER: word error rate"
-            " from `decode/wer.json`. Each run contributes " + which + ". A cell with several runs shows their mean ±"
+            " from `eval/<data>/decode/wer.json`, per evaluated data set. Each run contributes "
+            + which
+            + ". A cell with several runs shows their mean ±"
             " sample standard deviation (`(n of N runs)`: only n of its runs have the value); `-`: no run.",
             "",
             "## Runs",

@@ -32,6 +32,9 @@ StoreDtype = Literal["float32", "float16", "bfloat16"]
 _DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
 
+_NAMED = 3  # skipped utterances named per reason in the summary line (all are in LoadReport.skipped)
+
+
 @dataclass
 class LoadReport:
     """What loading did with each utterance: kept, trimmed, or skipped and why."""
@@ -46,10 +49,9 @@ class LoadReport:
     """The global CMVN statistics used (``cmvn="global"``), to apply the same to other sets."""
 
     def skip(self, reason: str, utterance: str, message: str) -> None:
-        """Counts a skipped utterance and logs why (the first few of each reason as warnings)."""
+        """Counts a skipped utterance; the message is logged at DEBUG level, :meth:`summary` names it."""
         self.skipped[reason].append(utterance)
-        level = logging.WARNING if len(self.skipped[reason]) <= 5 else logging.DEBUG
-        log.log(level, "skipping %s", message)
+        log.debug("skipping %s", message)
 
     @property
     def num_skipped(self) -> int:
@@ -59,7 +61,10 @@ class LoadReport:
     def summary(self) -> str:
         """One line in the manner of Kaldi's tools: ``data/train: done 2991 (301234 frames), no alignment 9``."""
         parts = [f"{self.source}: done {self.done} ({self.frames} frames)"]
-        parts += [f"{reason} {len(utterances)}" for reason, utterances in sorted(self.skipped.items())]
+        for reason, utterances in sorted(self.skipped.items()):
+            shown = ", ".join(utterances[:_NAMED])
+            more = f", {len(utterances) - _NAMED} more" if len(utterances) > _NAMED else ""
+            parts.append(f"{reason} {len(utterances)} ({shown}{more})")
         if self.trimmed:
             parts.append(f"length mismatch within tolerance (trimmed) {self.trimmed}")
         if self.unused_alignments:

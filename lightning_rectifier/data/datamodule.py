@@ -314,6 +314,7 @@ class AlignedFramesDataModule(L.LightningDataModule):
         )
         if split == "train" and report.global_stats is not None:
             self._global_cmvn = report.global_stats  # applied as they are to every other set
+        report.source = str(directory)  # as the user named it (fsdd:train, not the package's folder)
         self.stores[split], self.reports[split] = store, report
         rank_zero_info(f"[{split}] {report.summary()}")
 

@@ -11,8 +11,11 @@ Licence: CC BY-SA 4.0 (see ``ATTRIBUTION.md`` in the corpus folder). Rebuild: ``
 
 from __future__ import annotations
 
+import difflib
 from importlib import resources
 from pathlib import Path
+
+from lightning_rectifier.data.errors import KaldiDataError
 
 PREFIX = "fsdd:"
 SPLITS = ("train", "test", "train_speakers", "test_speakers", "test_connected")
@@ -27,7 +30,7 @@ def resolve_data_dir(path: str) -> str:
     """Turns ``fsdd:<split>`` into the split's folder inside the package; other paths are returned unchanged.
 
     Raises:
-        ValueError: For an unknown split.
+        KaldiDataError: For an unknown split (a ``ValueError``).
 
     Example:
         >>> resolve_data_dir("data/train")
@@ -39,8 +42,10 @@ def resolve_data_dir(path: str) -> str:
         return path
     split = path[len(PREFIX) :]
     if split not in SPLITS:
-        raise ValueError(
-            f"unknown split of the embedded corpus: {path!r}; expected one of fsdd:{', fsdd:'.join(SPLITS)}"
+        close = difflib.get_close_matches(split, SPLITS, n=1)
+        raise KaldiDataError(
+            f"unknown split of the embedded corpus: {path!r}{f'; did you mean fsdd:{close[0]}?' if close else ''}"
+            f" (expected one of fsdd:{', fsdd:'.join(SPLITS)})"
         )
     return str(corpus_root() / split)
 
