@@ -297,7 +297,7 @@ def decode_directory(
         }
         (out / "wer.json").write_text(json.dumps(wer, indent=2) + "\n")
         files.append("wer.json")
-        log.info("%s", scored)
+        log.debug("%s", scored)  # the command line prints it
     return DecodeReport(hypotheses, wer, settings, files)
 
 

@@ -147,6 +147,12 @@ class RectifierCLI(LightningCLI):
         parser.link_arguments("data.feat_dim", "model.input_dim", apply_on="instantiate")
         parser.link_arguments("data.num_senones", "model.num_senones", apply_on="instantiate")
         parser.add_argument("--run_name", type=str | None, default=None, help="Run name (default: e.g. relu-3x512).")
+        parser.add_argument(
+            "--run_suffix",
+            type=str | None,
+            default=None,
+            help="A subfolder of the run's folder for repeats (grid --seeds: seed1 -> runs/relu-3x512/seed1).",
+        )
         parser.add_argument("--wandb", type=bool, default=True, help="Also log to W&B (offline without an API key).")
         parser.add_argument(
             "--checkpoint_every_n_steps", type=int, default=200, help="Steps between last.ckpt saves (resumable)."
@@ -170,7 +176,8 @@ class RectifierCLI(LightningCLI):
 
     def _run_name(self) -> str:
         config = self._settings()
-        return config.get("run_name") or run_name(config["model"])
+        name = config.get("run_name") or run_name(config["model"])
+        return f"{name}/{config['run_suffix']}" if config.get("run_suffix") else name
 
     def _evaluated_data(self, config: Any) -> str:
         """The data set a ``validate`` / ``test`` / ``predict`` evaluates, as the user named it."""
@@ -268,9 +275,12 @@ class RectifierCLI(LightningCLI):
             root = str(config["trainer"].get("default_root_dir") or "runs")
             loggers: list[Any] = [CSVLogger(save_dir=root, name=self._run_name())]
             if config.get("wandb", True):
+                model = config["model"]
                 wandb_logger = WandbLogger(
                     save_dir=root,
                     name=self._run_name(),
+                    group=config.get("run_name") or run_name(model),  # the repeats (seeds) of one configuration
+                    tags=[str(model["nonlinearity"]), f"{model['num_layers']}x{model['hidden_dim']}"],
                     project=os.environ.get("WANDB_PROJECT", "lightning-rectifier"),
                     offline=not wandb_has_key() or os.environ.get("WANDB_MODE") == "offline",
                     log_model=False,

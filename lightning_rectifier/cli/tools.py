@@ -42,20 +42,24 @@ def _one_handler_for_lightning() -> None:
 
 
 def grid(argv: Sequence[str]) -> int:
-    """``lightning-rectifier grid RECIPE... [--base CFG] [--dry_run] [-- FIT ARGS]``: one ``fit`` per recipe."""
+    """``lightning-rectifier grid RECIPE... [--base CFG] [--seeds 0,1,2] [-- FIT ARGS]``: one ``fit`` per run."""
     extra: list[str] = []
     if "--" in argv:
         split = list(argv).index("--")
         argv, extra = list(argv[:split]), list(argv[split + 1 :])
     parser = _parser(
         "grid",
-        "Runs `lightning-rectifier fit --config RECIPE` for every recipe, one after the other, each run named after\n"
-        "its recipe file (relu_3x512.yaml -> runs/relu_3x512). Arguments after `--` go to every fit.\n\n"
-        "example:\n  lightning-rectifier grid recipes/fsdd/*.yaml -- --trainer.max_epochs 3\n"
+        "Runs `lightning-rectifier fit --config RECIPE` for every recipe, one after the other. Each run is named\n"
+        "after its configuration, as `fit` names it (relu_3x512.yaml -> runs/relu-3x512). With --seeds, each recipe\n"
+        "runs once per seed, in runs/<name>/seed<k>: the seed of the initialisation (--seed_everything) and of the\n"
+        "data order (--data.seed); the development split keeps its own seed (--data.split_seed, fixed), so every\n"
+        "seed is scored on the same frames. Arguments after `--` go to every fit.\n\n"
+        "example:\n  lightning-rectifier grid recipes/fsdd/*x512.yaml --base recipes/fsdd/base.yaml --seeds 0,1,2\n"
         "  lightning-rectifier compare runs/",
     )
     parser.add_argument("recipes", nargs="+", help="recipe YAML files or globs (fragments like base.yaml excluded)")
     parser.add_argument("--base", action="append", default=[], help="config applied before each recipe (repeatable)")
+    parser.add_argument("--seeds", type=_seed_list, help="comma-separated seeds: one run per recipe and seed")
     parser.add_argument("--dry_run", action="store_true", help="print the commands without running them")
     parser.add_argument("--keep_going", action="store_true", help="run the remaining recipes when one fails")
     args = parser.parse_args(argv)
@@ -69,26 +73,42 @@ def grid(argv: Sequence[str]) -> int:
     if missing:
         parser.error(f"recipe files not found: {', '.join(missing)}")
     failures: list[str] = []
-    for number, recipe in enumerate(recipes, 1):
+    jobs = [(recipe, seed) for recipe in recipes for seed in (args.seeds or [None])]
+    for number, (recipe, seed) in enumerate(jobs, 1):
         command = [sys.executable, "-m", "lightning_rectifier", "fit"]
         for base in args.base:
             command += ["--config", base]
-        command += ["--config", str(recipe), "--run_name", recipe.stem, *extra]
-        print(f"[{number}/{len(recipes)}] {shlex.join(command[2:])}", flush=True)
+        command += ["--config", str(recipe)]
+        if seed is not None:
+            command += ["--seed_everything", str(seed), "--data.seed", str(seed), "--run_suffix", f"seed{seed}"]
+        command += extra
+        label = recipe.stem if seed is None else f"{recipe.stem} seed {seed}"
+        print(f"[{number}/{len(jobs)}] {shlex.join(command[2:])}", flush=True)
         if args.dry_run:
             continue
         start = time.perf_counter()
         result = subprocess.run(command, check=False)
         status = "done" if result.returncode == 0 else f"FAILED (exit {result.returncode})"
-        print(f"[{number}/{len(recipes)}] {recipe.stem}: {status} in {time.perf_counter() - start:.0f} s", flush=True)
+        print(f"[{number}/{len(jobs)}] {label}: {status} in {time.perf_counter() - start:.0f} s", flush=True)
         if result.returncode != 0:
-            failures.append(recipe.stem)
+            failures.append(label)
             if not args.keep_going:
                 break
     if failures:
         print(f"grid: {len(failures)} run(s) failed: {', '.join(failures)}", file=sys.stderr)
         return 1
     return 0
+
+
+def _seed_list(text: str) -> list[int]:
+    """``"0,1,2"`` -> ``[0, 1, 2]`` (argparse type of ``grid --seeds``)."""
+    try:
+        seeds = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers such as 0,1,2, got {text!r}") from None
+    if not seeds or len(set(seeds)) != len(seeds):
+        raise argparse.ArgumentTypeError(f"expected distinct comma-separated integers such as 0,1,2, got {text!r}")
+    return seeds
 
 
 # ------------------------------------------------------------------------------------------------- prepare / align
@@ -251,6 +271,13 @@ def decode(argv: Sequence[str]) -> int:
         device=args.device,
         precision=args.precision,
     )
+    if report.wer is not None:
+        w = report.wer
+        errors = w["substitutions"] + w["deletions"] + w["insertions"]
+        print(
+            f"WER {100 * w['wer']:.2f} % [ {errors} / {w['num_words']}, {w['insertions']} ins, {w['deletions']} del,"
+            f" {w['substitutions']} sub ]  SER {100 * w['sentence_error_rate']:.2f} %  ({args.data_dir})"
+        )
     print(f"decode: {', '.join(report.files)} in {args.out_dir}")
     return 0
 

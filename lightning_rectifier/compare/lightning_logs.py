@@ -35,6 +35,7 @@ from lightning_rectifier.compare.records import (
 from lightning_rectifier.run_layout import EVAL
 
 _VERSION = re.compile(r"^version_(\d+)$")
+_SEED = re.compile(r"^seed\d+$")
 _NPZ = re.compile(r"^epoch(\d+)-step(\d+)\.npz$")
 # files that mark a directory as a CSVLogger version directory
 MARKERS = ("metrics.csv", "hparams.yaml")
@@ -46,8 +47,16 @@ def is_version_dir(path: Path) -> bool:
 
 
 def run_name_of(version_dir: Path) -> str:
-    """The run's name: the parent's name for ``<name>/version_<N>``, else the directory's own name."""
-    return version_dir.parent.name if _VERSION.match(version_dir.name) else version_dir.name
+    """The run's name: the parent's name for ``<name>/version_<N>``, else the directory's own name.
+
+    A repeat in a subfolder (``<name>/seed1/version_<N>``, as ``grid --seeds`` writes) is ``<name>/seed1``.
+
+    Example:
+        >>> run_name_of(Path("runs/relu-2x512/seed1/version_0")), run_name_of(Path("runs/tanh-2x512/version_3"))
+        ('relu-2x512/seed1', 'tanh-2x512')
+    """
+    run_dir = version_dir.parent if _VERSION.match(version_dir.name) else version_dir
+    return f"{run_dir.parent.name}/{run_dir.name}" if _SEED.match(run_dir.name) else run_dir.name
 
 
 def version_number(version_dir: Path) -> int:

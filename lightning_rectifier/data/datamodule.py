@@ -123,7 +123,9 @@ class AlignedFramesDataModule(L.LightningDataModule):
         store_dtype: Storage type of the features in memory (``float16`` halves memory).
         store_device: ``"auto"``: keep the training data on the trainer's device (splicing on the GPU);
             ``"cpu"``: keep it in host memory (for corpora larger than GPU memory).
-        seed: Seed of the per-epoch frame shuffling and of the held-out split.
+        seed: Seed of the per-epoch frame shuffling (the data order).
+        split_seed: Seed of the held-out split (``valid_fraction``), kept apart from ``seed`` so that runs with
+            different seeds are compared on the same development set.
         prior_floor: Floor of the senone priors (Kaldi: 1e-10).
         allow_pipes: Allow scp/rspecifier entries that are shell commands (refused by default).
     """
@@ -154,6 +156,7 @@ class AlignedFramesDataModule(L.LightningDataModule):
         store_dtype: StoreDtype = "float32",
         store_device: Literal["auto", "cpu"] = "auto",
         seed: int = 0,
+        split_seed: int = 0,
         prior_floor: float = 1e-10,
         allow_pipes: bool = False,
     ) -> None:
@@ -326,7 +329,7 @@ class AlignedFramesDataModule(L.LightningDataModule):
             train_utts: list[str] | None = None
             valid_utts: list[str] | None = None
             if h.valid_dir is None and h.valid_fraction > 0:
-                train_utts, valid_utts = split_held_out(train, h.valid_fraction, h.valid_split, h.seed)
+                train_utts, valid_utts = split_held_out(train, h.valid_fraction, h.valid_split, h.split_seed)
             self._load("train", h.train_dir, train_utts, labelled=True)
             if h.valid_dir is not None:
                 self._load("valid", h.valid_dir, None, labelled=True)

@@ -116,7 +116,7 @@ def test_resume_after_a_kill_mid_epoch_matches_an_uninterrupted_run(labelled_dir
         torch.testing.assert_close(resumed["state_dict"][name], tensor, rtol=0, atol=1e-6, msg=name)
 
 
-def test_grid_runs_one_fit_per_recipe_named_after_it(labelled_dir: Path, tmp_path: Path) -> None:
+def test_grid_runs_one_fit_per_recipe_named_as_fit_names_it(labelled_dir: Path, tmp_path: Path) -> None:
     for name, nonlinearity in (("a_tanh", "tanh"), ("b_relu", "relu")):
         (tmp_path / f"{name}.yaml").write_text(f"model:\n  nonlinearity: {nonlinearity}\n")
     base = tmp_path / "base.yaml"
@@ -136,6 +136,11 @@ def test_grid_runs_one_fit_per_recipe_named_after_it(labelled_dir: Path, tmp_pat
         f"--trainer.default_root_dir={tmp_path / 'runs'}",
         cwd=tmp_path,
     )
-    assert sorted(p.name for p in (tmp_path / "runs").iterdir()) == ["a_tanh", "b_relu"]
+    assert sorted(p.name for p in (tmp_path / "runs").iterdir()) == ["relu-1x8", "tanh-1x8"]  # as `fit` names them
+    seeded = _cli("grid", "--base", str(base), str(tmp_path / "*.yaml"), "--seeds", "3,4", "--dry_run", cwd=tmp_path)
+    assert seeded.stdout.count("fit --config") == 4
+    assert "--seed_everything 4 --data.seed 4 --run_suffix seed4" in seeded.stdout
+    bad = _cli("grid", str(tmp_path / "a_tanh.yaml"), "--seeds", "1,1", cwd=tmp_path, check=False)
+    assert bad.returncode == 2 and "distinct" in bad.stderr
     failed = _cli("grid", str(tmp_path / "nope.yaml"), cwd=tmp_path, check=False)
     assert failed.returncode != 0 and "not found" in failed.stderr

@@ -52,7 +52,8 @@ def test_ddp_fit_through_the_cli_then_test_and_decode_from_its_checkpoint(tmp_pa
     # `test` under DDP too: DecodeTestSet gathers every process's hypotheses
     tested = _cli("test", *DDP, *SMALL, f"--ckpt_path={checkpoint}", f"--trainer.default_root_dir={root}", cwd=tmp_path)
     assert "test/wer" in tested.stdout
-    (wer_file,) = run.glob("version_*/decode/wer.json")
+    wer_file = run / "eval" / "fsdd_test" / "decode" / "wer.json"
+    assert not list(run.glob("version_*/decode"))  # an evaluation never joins the training history
     wer = json.loads(wer_file.read_text())
     hypotheses = (wer_file.parent / "hyp.txt").read_text().splitlines()
     # fsdd:test: 300 isolated digits, 3 of them without an alignment (test loads aligned utterances only); the
@@ -63,6 +64,7 @@ def test_ddp_fit_through_the_cli_then_test_and_decode_from_its_checkpoint(tmp_pa
     )
     assert "WER" in decoded.stdout
     assert json.loads((tmp_path / "dec" / "wer.json").read_text())["num_words"] == 300
+    assert json.loads(wer_file.read_text()) == wer  # --out_dir writes there, and only there
 
 
 def test_the_ddp_fragment_composes_over_the_fsdd_recipe(tmp_path: Path) -> None:

@@ -80,7 +80,7 @@ def test_predict_writes_kaldi_loglikelihoods_that_decode_reads(tmp_path: Path) -
 
     _cli("fit", *SMALL, "--trainer.max_epochs=1", "--trainer.limit_train_batches=20", cwd=tmp_path)
     result = _cli("predict", *SMALL, cwd=tmp_path)
-    out = tmp_path / "runs" / "relu-2x16" / "predict" / "fsdd_test"
+    out = tmp_path / "runs" / "relu-2x16" / "eval" / "fsdd_test" / "predict"
     assert f"writing log_likelihoods to {out.relative_to(tmp_path)}" in result.stdout + result.stderr
     written = dict(read_features(out / "loglikes.scp"))
     assert len(written) == 300  # every utterance of fsdd:test, aligned or not
