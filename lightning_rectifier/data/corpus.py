@@ -151,6 +151,12 @@ def _stats_per_key(
     if mode == "global" and global_stats is not None:
         return {"": global_stats}, "global"
     if mode in ("speaker", "utterance", "global"):
+        if mode == "speaker":  # as Kaldi's compute-cmvn-stats: every utterance of the speaker in the directory,
+            speakers = {data.utt2spk[e.key] for e in entries}  # kept or not (no alignment, held out for validation)
+            dim = entries[0].num_cols
+            entries = [
+                e for e in data.features if data.utt2spk[e.key] in speakers and e.num_rows > 0 and e.num_cols == dim
+            ]
         accumulated: dict[str, np.ndarray] = {}
         for entry in entries:
             key = {"speaker": data.utt2spk[entry.key], "utterance": entry.key, "global": ""}[mode]
