@@ -14,6 +14,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Literal
 
+from lightning_rectifier.compare.findings import findings, hidden_unit_table
+from lightning_rectifier.compare.findings import to_csv as findings_csv
+from lightning_rectifier.compare.findings import to_markdown as findings_markdown
 from lightning_rectifier.compare.loading import load_runs
 from lightning_rectifier.compare.plots import activation_probability_figure, convergence_figure
 from lightning_rectifier.compare.records import Select
@@ -57,7 +60,7 @@ def compare(
         >>> _ = (root / "runs/relu-2x64/version_0/metrics.csv").write_text("epoch,step,val/loss\n0,9,2.5\n")
         >>> out = compare([root / "runs"], root / "comparison")
         >>> sorted(p.name for p in out.iterdir())
-        ['activation_probability.png', 'convergence.png', 'runs.json', 'table1.csv', 'table1.md']
+        ['activation_probability.png', 'convergence.png', 'findings.csv', 'runs.json', 'table1.csv', 'table1.md']
     """
     if figure_format not in ("png", "pdf", "svg"):
         raise ValueError(f"expected figure_format 'png', 'pdf' or 'svg', got {figure_format!r}")
@@ -67,11 +70,13 @@ def compare(
     for warning in caught:  # passed on, and kept in runs.json
         warnings.warn_explicit(warning.message, warning.category, warning.filename, warning.lineno)
     table = table1(records, select=select)
+    tested = findings(records, select=select)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     files = {
-        "table1.md": table.to_markdown(),
+        "table1.md": "\n".join([table.to_markdown(), hidden_unit_table(records, select), findings_markdown(tested)]),
         "table1.csv": table.to_csv(),
+        "findings.csv": findings_csv(tested),
     }
     for name, text in files.items():
         (out / name).write_text(text, encoding="utf-8")
@@ -88,6 +93,7 @@ def compare(
         "files": [*files, *figures, "runs.json"],
         "warnings": [str(w.message) for w in caught],
         "table1": table.to_dict(),
+        "findings": [f.to_dict() for f in tested],
         "runs": [record.to_dict() for record in records],
     }
     (out / "runs.json").write_text(json.dumps(everything, indent=1) + "\n", encoding="utf-8")

@@ -136,5 +136,12 @@ def test_the_readme_sequence_gives_the_numbers_it_promises(tmp_path: Path) -> No
         assert cells[(2, 512, nonlinearity)]["dev_frame_accuracy_percent"]["n"] == 2
     table = (tmp_path / "comparison" / "table1.md").read_text()
     assert "WER fsdd:test_connected (%)" in table
+    # the findings report: each claim tested on the seed pairs, with an interval and a verdict
+    tested = {f["claim"]: f for f in report["findings"]}
+    beats = tested["relu beats tanh at 2 hidden layers (512 units)"]  # the demo run is another width: kept apart
+    assert beats["paired"] and beats["n"] == 2 and beats["low"] <= beats["mean"] <= beats["high"]
+    assert beats["verdict"] in ("holds", "within noise", "reversed")
+    assert "| relu beats tanh at 2 hidden layers (512 units) |" in table and "## Hidden units" in table
+    assert (tmp_path / "comparison" / "findings.csv").read_text().count("\n") == len(tested) + 1
     assert (tmp_path / "comparison" / "convergence.png").stat().st_size > 0
     assert np.isfinite(demo["best"]["metrics"]["val/frame_accuracy"])
