@@ -83,3 +83,19 @@ def test_a_new_fit_never_overwrites_a_trained_run_and_the_output_is_quiet(tmp_pa
     record = (tmp_path / "runs" / "relu-2x16" / "eval" / "valid" / "metrics.json").read_text()
     assert '"stage": "validate"' in record and "best-epoch000" in record and '"val/frame_accuracy"' in record
     assert len(list((tmp_path / "runs" / "relu-2x16").glob("version_*"))) == 1
+
+
+def test_a_missing_optional_package_names_its_extra(capsys) -> None:
+    from lightning_rectifier.cli import _reporting_user_errors
+
+    def needs_tensorboard() -> int:
+        raise ModuleNotFoundError("No module named 'tensorboard'", name="tensorboard")
+
+    assert _reporting_user_errors("fit", needs_tensorboard) == 2
+    assert "pip install 'lightning-rectifier[tensorboard]'" in capsys.readouterr().err
+
+    def needs_something_else() -> int:
+        raise ModuleNotFoundError("No module named 'banana'", name="banana")
+
+    with pytest.raises(ModuleNotFoundError):  # not a known extra: a real bug, shown as one
+        _reporting_user_errors("fit", needs_something_else)
