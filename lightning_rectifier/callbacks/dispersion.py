@@ -464,7 +464,7 @@ class DispersionMonitor(Callback):
 
     def _save(self, trainer: Trainer, frames: list[int]) -> None:
         run_dir = trainer.log_dir or trainer.default_root_dir  # log_dir is a broadcast: every rank asks
-        if not trainer.is_global_zero:
+        if not trainer.is_global_zero or getattr(trainer, "fast_dev_run", False):  # a smoke run writes no files
             return
         out = Path(run_dir) / self.logging_prefix
         out.mkdir(parents=True, exist_ok=True)

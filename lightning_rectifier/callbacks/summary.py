@@ -113,9 +113,10 @@ class RunSummary(Callback):
         if not trainer.is_global_zero:
             return
         summary = self.summary(trainer, log_dir)
-        directory = Path(log_dir or trainer.default_root_dir)
-        directory.mkdir(parents=True, exist_ok=True)
-        (directory / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+        if not getattr(trainer, "fast_dev_run", False):  # a smoke run writes no files
+            directory = Path(log_dir or trainer.default_root_dir)
+            directory.mkdir(parents=True, exist_ok=True)
+            (directory / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
         if self.console:
             self._print(summary, getattr(pl_module, "nonlinearity", None))
 
