@@ -409,7 +409,7 @@ class DecodeTestSet(Callback):
             shares: list[Any] = [None] * trainer.world_size
             torch.distributed.all_gather_object(shares, hypotheses)  # hyp.txt holds every process's utterances
             hypotheses = {key: text for share in shares for key, text in share.items()}
-        if trainer.is_global_zero:
+        if trainer.is_global_zero and not getattr(trainer, "fast_dev_run", False):  # a smoke run writes no files
             out = Path(log_dir or trainer.default_root_dir) / "decode"
             out.mkdir(parents=True, exist_ok=True)
             write_text(out / "hyp.txt", hypotheses)

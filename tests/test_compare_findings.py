@@ -54,15 +54,19 @@ def test_verdicts_reversed_within_noise_same_and_single_runs() -> None:
 
 
 def test_unpaired_groups_use_a_welch_interval_and_depth_claims_need_both_depths() -> None:
-    records = [_run("relu", 2, None, a) for a in (70.0, 71.0)] + [_run("tanh", 2, None, a) for a in (68.0, 68.4)]
+    relu2, tanh2 = (70.0, 71.0, 70.4, 70.8), (68.0, 68.4, 68.1)
+    records = [_run("relu", 2, None, a) for a in relu2] + [_run("tanh", 2, None, a) for a in tanh2]
     records += [_run("relu", 4, None, a) for a in (72.0, 73.0)] + [_run("tanh", 4, None, a) for a in (68.5, 68.7)]
     by_claim = _by_claim(findings(records))
     finding = by_claim["relu beats tanh at 2 hidden layers"]
-    variance = np.var([70.0, 71.0], ddof=1) / 2 + np.var([68.0, 68.4], ddof=1) / 2
-    assert not finding.paired and finding.n == 2
-    assert finding.high - finding.mean == pytest.approx(t_quantile(1) * math.sqrt(variance))
+    a, b = np.var(relu2, ddof=1) / 4, np.var(tanh2, ddof=1) / 3
+    df = (a + b) ** 2 / (a**2 / 3 + b**2 / 2)  # Welch-Satterthwaite
+    assert 4 < df < 5, df
+    assert not finding.paired and finding.n == 3
+    assert finding.high - finding.mean == pytest.approx(2.776 * math.sqrt(a + b))  # t(0.975, 4): df rounded down
+    assert t_quantile(df) == 2.776
     gain = by_claim["relu gains more than tanh from 2 to 4 hidden layers"]
-    assert gain.mean == pytest.approx((72.5 - 70.5) - (68.6 - 68.2))
+    assert gain.mean == pytest.approx((72.5 - np.mean(relu2)) - (68.6 - np.mean(tanh2)))
     assert "2-layer relu beats 4-layer tanh" in by_claim
     assert not any("leaky" in claim for claim in by_claim)  # no leaky_relu runs: nothing claimed about them
 

@@ -54,7 +54,9 @@ class KaldiPredictionWriter(BasePredictionWriter):
 
     @override
     def on_predict_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        self._writer, self.written = self._open(trainer.global_rank), 0
+        self.written = 0
+        smoke = getattr(trainer, "fast_dev_run", False)  # a smoke run writes no files
+        self._writer = None if smoke else self._open(trainer.global_rank)
 
     @override
     def write_on_batch_end(
@@ -67,6 +69,8 @@ class KaldiPredictionWriter(BasePredictionWriter):
         batch_idx: int,
         dataloader_idx: int,
     ) -> None:
+        if self._writer is None:
+            return
         for scores in prediction:
             matrix = getattr(scores, self.output)
             if isinstance(matrix, torch.Tensor):
@@ -76,6 +80,8 @@ class KaldiPredictionWriter(BasePredictionWriter):
 
     @override
     def on_predict_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        if getattr(trainer, "fast_dev_run", False):
+            return
         if self._writer is not None:
             self._writer.close()
             self._writer = None

@@ -65,7 +65,7 @@ class RunSummary(Callback):
     def _write_evaluation(self, trainer: Trainer, prefix: str) -> None:
         """``validate`` / ``test``: writes ``<log_dir>/metrics.json`` (the metrics and the checkpoint evaluated)."""
         log_dir = trainer.log_dir  # a broadcast under DDP: every process reads it
-        if not trainer.is_global_zero:
+        if not trainer.is_global_zero or getattr(trainer, "fast_dev_run", False):  # a smoke run writes no files
             return
         metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith(f"{prefix}/")}
         stage = trainer.state.fn.value if trainer.state.fn is not None else prefix

@@ -105,10 +105,13 @@ def _reporting_user_errors(command: str, run: Callable[[], int | None]) -> int:
         if os.environ.get("LIGHTNING_RECTIFIER_DEBUG"):
             raise
         if isinstance(error, ModuleNotFoundError):
-            extra = OPTIONAL_PACKAGES.get((error.name or "").partition(".")[0])
-            if extra is None:
+            # by the missing module's name, or by the message (Lightning's TensorBoardLogger raises one without a name)
+            names = [(error.name or "").partition(".")[0], *(p for p in OPTIONAL_PACKAGES if f"`{p}`" in str(error))]
+            package = next((name for name in names if name in OPTIONAL_PACKAGES), None)
+            if package is None:
                 raise
-            message = f"this needs {error.name}, an optional dependency: pip install 'lightning-rectifier[{extra}]'"
+            extra = OPTIONAL_PACKAGES[package]
+            message = f"this needs {package}, an optional dependency: pip install 'lightning-rectifier[{extra}]'"
         else:
             message = str(error).strip() or type(error).__name__
         print(f"lightning-rectifier {command}: error: {message}", file=sys.stderr)

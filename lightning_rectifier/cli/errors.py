@@ -89,13 +89,15 @@ def precheck(args: Sequence[str]) -> None:
     for option, value in option_values(args, _DIRECTORY_OPTIONS):
         check_data_dir(option, value)
     for option, value in option_values(args, _FILE_OPTIONS):
-        if value.lower() not in ("none", "null") and not Path(value).is_file():
+        inline = value.lstrip().startswith(("{", "[")) or "\n" in value or ": " in value  # a config given as text
+        if value.lower() not in ("none", "null") and not inline and not Path(value).is_file():
             raise UserError(f"{option} {value}: no such file")
     for _, value in option_values(args, ["--ckpt_path"]):
-        if value.lower() not in _CHECKPOINT_WORDS and "://" not in value and not Path(value).is_file():
+        special = value.lower() in _CHECKPOINT_WORDS or "://" in value or value.startswith("registry:")
+        if not special and not Path(value).exists():  # a file, or a run folder (its best checkpoint)
             raise UserError(
-                f"--ckpt_path {value}: no such file (give a .ckpt file, 'last' to resume the run, or 'none' to"
-                " evaluate the untrained network)"
+                f"--ckpt_path {value}: no such file (give a .ckpt file or a run folder, 'last' to resume the run,"
+                " or 'none' to evaluate the untrained network)"
             )
 
 

@@ -38,7 +38,7 @@ from lightning_rectifier.callbacks.summary import RunSummary
 from lightning_rectifier.cli.errors import UserError, explain_parse_error
 from lightning_rectifier.data.datamodule import AlignedFramesDataModule
 from lightning_rectifier.module import SenoneClassifier
-from lightning_rectifier.run_layout import best_checkpoint, eval_dir, has_checkpoints
+from lightning_rectifier.run_layout import CHECKPOINTS, best_checkpoint, eval_dir, has_checkpoints, run_of_checkpoint
 
 log = logging.getLogger("lightning_rectifier")
 DEMO_CONFIG = resources.files("lightning_rectifier") / "configs" / "demo.yaml"
@@ -162,7 +162,7 @@ class RectifierCLI(LightningCLI):
             "--predict_output",
             type=str | None,
             default=None,
-            help="predict: where to write loglikes.scp (default runs/<name>/eval/<data>).",
+            help="predict: where to write loglikes.scp (default runs/<name>/eval/<data>/predict).",
         )
         parser.add_argument(
             "--predict_what",
@@ -189,9 +189,15 @@ class RectifierCLI(LightningCLI):
         return str(data.get("test_dir") or "test")
 
     def _eval_dir(self, config: Any) -> Path:
-        """``runs/<name>/eval/<data>`` (``predict``: its ``predict/`` subfolder, beside test's files)."""
+        """``<run>/eval/<data>`` (``predict``: its ``predict/`` subfolder, beside test's files).
+
+        The run is the one the evaluated checkpoint was saved in (``--ckpt_path runs/x/seed1/checkpoints/...``), else
+        the configuration's (``runs/<name>``).
+        """
         root = Path(config["trainer"].get("default_root_dir") or "runs")
-        directory = eval_dir(root / self._run_name(), self._evaluated_data(config))
+        checkpoint = config.get("ckpt_path")
+        run_dir = run_of_checkpoint(checkpoint) if isinstance(checkpoint, str) else None
+        directory = eval_dir(run_dir or root / self._run_name(), self._evaluated_data(config))
         return directory / "predict" if self.subcommand == "predict" else directory
 
     def parse_arguments(self, parser: LightningArgumentParser, args: Any) -> None:
@@ -211,6 +217,8 @@ class RectifierCLI(LightningCLI):
         """A new ``fit`` never writes into a run folder holding another run's checkpoints."""
         if self.subcommand != "fit" or config.get("ckpt_path") is not None or config["trainer"].get("fast_dev_run"):
             return
+        if int(os.environ.get("SLURM_RESTART_COUNT", "0") or 0) > 0:  # a requeued job resumes from hpc_ckpt_*.ckpt
+            return
         run_dir = root / self._run_name()
         if has_checkpoints(run_dir):
             raise UserError(
@@ -226,9 +234,10 @@ class RectifierCLI(LightningCLI):
             log.warning("%s: evaluating the untrained network, as --ckpt_path none asks", self.subcommand)
             config["ckpt_path"] = None
             return
-        if config.get("ckpt_path") is not None:
+        given = config.get("ckpt_path")
+        if given is not None and not Path(str(given)).is_dir():
             return
-        directory = root / self._run_name() / "checkpoints"
+        directory = Path(str(given)) / CHECKPOINTS if given is not None else root / self._run_name() / CHECKPOINTS
         best = best_checkpoint(directory)
         if best is None:
             raise UserError(
@@ -261,14 +270,19 @@ class RectifierCLI(LightningCLI):
         """Creates the default loggers when none are configured.
 
         ``fit``: CSV in ``runs/<name>/version_<N>`` and W&B unless ``--wandb false``. ``validate`` / ``test`` /
-        ``predict``: CSV in ``runs/<name>/eval/<data>`` (``predict``: ``eval/<data>/predict``) only, so that an
-        evaluation never joins the training history.
+        ``predict``: always CSV in ``<run>/eval/<data>`` (``predict``: ``eval/<data>/predict``) first, so that an
+        evaluation's files land there and never join the training history; loggers the configuration names (W&B
+        online, TensorBoard) follow it.
         """
         config = self._settings()
-        if config["trainer"].get("logger") in (None, True) and self.subcommand in EVALUATIONS:
-            from lightning.pytorch.loggers import CSVLogger
+        if self.subcommand in EVALUATIONS:
+            from lightning.pytorch.loggers import CSVLogger, Logger
 
-            kwargs["logger"] = [CSVLogger(save_dir=str(self._eval_dir(config)), name="", version="")]
+            configured = self._get(self.config_init, "trainer", default={}).get("logger")
+            others = [
+                x for x in (configured if isinstance(configured, list) else [configured]) if isinstance(x, Logger)
+            ]
+            kwargs["logger"] = [CSVLogger(save_dir=str(self._eval_dir(config)), name="", version=""), *others]
         elif config["trainer"].get("logger") in (None, True):
             from lightning.pytorch.loggers import CSVLogger, WandbLogger
 

@@ -28,8 +28,8 @@ from typing import Any, Literal
 from lightning_rectifier.compare.records import RunRecord, Select, nonlinearity_sort_key
 from lightning_rectifier.compare.table import Stat
 
-Verdict = Literal["holds", "reversed", "within noise", "one run each", "no data"]
-# two-sided 95% quantiles of Student's t, by degrees of freedom (1-30); beyond, the normal's 1.96
+Verdict = Literal["holds", "reversed", "within noise", "differs", "one run each", "no data"]
+# two-sided 95% quantiles of Student's t, by degrees of freedom (1-30); then 40, 60, 120 and the normal's 1.96
 _T975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145,
          2.131, 2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048, 2.045,
          2.042)  # fmt: skip
@@ -39,16 +39,22 @@ Group = tuple[str, int, int | None]  # (nonlinearity, hidden layers, units)
 Values = dict[int | str, float]  # seed (or "run <name>" when unpaired) -> value
 
 
-def t_quantile(df: int) -> float:
-    """The 97.5% quantile of Student's t with ``df`` degrees of freedom.
+_T975_LARGE = ((40, 2.021), (60, 2.000), (120, 1.980))
+
+
+def t_quantile(df: float) -> float:
+    """The 97.5% quantile of Student's t with ``df`` degrees of freedom (fractional ``df``: rounded down, wider).
 
     Example:
-        >>> t_quantile(2), t_quantile(1000)
-        (4.303, 1.96)
+        >>> t_quantile(2), t_quantile(2.6), t_quantile(45), t_quantile(1000)
+        (4.303, 4.303, 2.021, 1.96)
     """
     if df < 1:
         raise ValueError(f"expected at least one degree of freedom, got {df}")
-    return _T975[df - 1] if df <= len(_T975) else 1.96
+    whole = int(df)
+    if whole <= len(_T975):
+        return _T975[whole - 1]
+    return next((t for limit, t in reversed(_T975_LARGE) if whole >= limit), 2.042) if whole < 1000 else 1.96
 
 
 def seed_of(record: RunRecord) -> int | None:
@@ -56,7 +62,7 @@ def seed_of(record: RunRecord) -> int | None:
     if match := _SEED.search(record.name):
         return int(match[1])
     seed = record.hparams.get("seed_everything")
-    return int(seed) if isinstance(seed, int) else None
+    return seed if isinstance(seed, int) and not isinstance(seed, bool) else None
 
 
 @dataclass
@@ -96,7 +102,7 @@ def _difference(
     if any(not values.get(g) for g in groups):
         return None, None, None, 0, False, "no data"
     common = set.intersection(*({k for k in values[g] if isinstance(k, int)} for g in groups))
-    if common:
+    if len(common) >= 2 or (common and all(len(values[g]) == 1 for g in groups)):
         diffs = [sum(c * values[g][s] for c, g in terms) for s in sorted(common)]
         mean, n, paired = statistics.fmean(diffs), len(diffs), True
         half = t_quantile(n - 1) * statistics.stdev(diffs) / math.sqrt(n) if n > 1 else None
@@ -104,16 +110,19 @@ def _difference(
         samples = [list(values[g].values()) for g in groups]
         mean = sum(c * statistics.fmean(s) for (c, _), s in zip(terms, samples, strict=True))
         n, paired = min(len(s) for s in samples), False
-        if n > 1:
-            variance = sum(c * c * statistics.variance(s) / len(s) for (c, _), s in zip(terms, samples, strict=True))
-            half = t_quantile(n - 1) * math.sqrt(variance)
+        if n > 1:  # Welch: the variance of the combination, Welch-Satterthwaite degrees of freedom
+            parts = [c * c * statistics.variance(s) / len(s) for (c, _), s in zip(terms, samples, strict=True)]
+            variance = sum(parts)
+            denominator = sum(p * p / (len(s) - 1) for p, s in zip(parts, samples, strict=True))
+            df = variance * variance / denominator if denominator > 0 else float(n - 1)
+            half = t_quantile(max(df, 1.0)) * math.sqrt(variance)
         else:
             half = None
     if half is None:
         return mean, None, None, n, paired, "one run each"
     low, high = mean - half, mean + half
     if same_if_zero:
-        verdict: Verdict = "holds" if low <= 0 <= high else "reversed"
+        verdict: Verdict = "holds" if low <= 0 <= high else "differs"
     else:
         verdict = "holds" if low > 0 else "reversed" if high < 0 else "within noise"
     return mean, low, high, n, paired, verdict
@@ -166,6 +175,12 @@ def findings(records: Sequence[RunRecord], select: Select = "best") -> list[Find
 
     acc = _values(records, accuracy)
     ce0 = _values(records, first_ce)
+    first_steps: dict[Group, set[int]] = {}  # "at equal steps": the first validations must be at one step
+    for record in records:
+        if record.history:
+            first_steps.setdefault((record.nonlinearity, record.num_layers, record.hidden_dim), set()).add(
+                record.history[0].step
+            )
     probability = _values(records, lambda r: _hidden(r, select, "mean_activation_probability"))
     dispersion = _values(records, lambda r: _hidden(r, select, "dispersion"))
     out: list[Finding] = []
@@ -194,9 +209,13 @@ def findings(records: Sequence[RunRecord], select: Select = "best") -> list[Find
         for depth in depths:
             add(f"leaky_relu performs as relu at {depth} hidden layers{size}", points, "about the same",
                 [(1, ("leaky_relu", depth, width)), (-1, ("relu", depth, width))], acc, same=True)  # fmt: skip
-            add(f"leaky_relu converges faster than relu at {depth} hidden layers{size}",
-                "first-validation CE (relu - leaky_relu), nats", "slightly faster",
-                [(1, ("relu", depth, width)), (-1, ("leaky_relu", depth, width))], ce0)  # fmt: skip
+            steps = first_steps.get(("relu", depth, width), set()) | first_steps.get(
+                ("leaky_relu", depth, width), set()
+            )
+            if len(steps) == 1:
+                add(f"leaky_relu converges faster than relu at {depth} hidden layers{size}",
+                    f"CE at the first validation (step {min(steps)}; relu - leaky_relu), nats", "slightly faster",
+                    [(1, ("relu", depth, width)), (-1, ("leaky_relu", depth, width))], ce0)  # fmt: skip
         if deep > shallow:
             for rect in RECTIFIERS:
                 add(f"{rect} gains more than tanh from {shallow} to {deep} hidden layers{size}",
@@ -221,7 +240,7 @@ def to_markdown(items: Sequence[Finding]) -> str:
         "Difference in the claim's direction (positive: the paper's side) with a 95% confidence interval; n: seeds"
         " paired (or runs per group, unpaired). holds / reversed: the whole interval on one side of zero; within"
         " noise: it contains zero; one run each: no interval. For 'performs as', holds means no detectable"
-        " difference.",
+        " difference (differs: the interval excludes zero); with few seeds that is a weak test.",
         "",
         "| claim | measure | paper | difference [95% CI] | n | verdict |",
         "| --- | --- | --- | ---: | ---: | --- |",

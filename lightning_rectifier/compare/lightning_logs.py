@@ -32,7 +32,7 @@ from lightning_rectifier.compare.records import (
     resolve_architecture,
     select_best,
 )
-from lightning_rectifier.run_layout import EVAL
+from lightning_rectifier.run_layout import CHECKPOINTS, EVAL, best_checkpoint
 
 _VERSION = re.compile(r"^version_(\d+)$")
 _SEED = re.compile(r"^seed\d+$")
@@ -56,7 +56,23 @@ def run_name_of(version_dir: Path) -> str:
         ('relu-2x512/seed1', 'tanh-2x512')
     """
     run_dir = version_dir.parent if _VERSION.match(version_dir.name) else version_dir
-    return f"{run_dir.parent.name}/{run_dir.name}" if _SEED.match(run_dir.name) else run_dir.name
+    return (
+        f"{run_dir.parent.name}/{run_dir.name}"
+        if _SEED.match(run_dir.name) or _has_suffix(version_dir)
+        else run_dir.name
+    )
+
+
+def _has_suffix(version_dir: Path) -> bool:
+    """Whether the version's ``config.yaml`` says its run is a ``--run_suffix`` subfolder."""
+    path = version_dir / "config.yaml"
+    if not path.is_file():
+        return False
+    try:
+        config = load_yaml(path)
+    except ValueError:
+        return False
+    return isinstance(config, dict) and bool(config.get("run_suffix"))
 
 
 def version_number(version_dir: Path) -> int:
@@ -218,9 +234,9 @@ def _read_wer(record: RunRecord, versions: list[Path]) -> None:
             record.notes.append(f"WER ignored: {error}")
             continue
         if decode_set.startswith(f"{EVAL}:"):  # named after the data set decoded
-            decode_set = str(result.get("data_dir") or decode_set.partition(":")[2])
+            decode_set = str(result.get("data_dir") or decode_set.partition(":")[2]).rstrip("/")
         record.wer[decode_set] = {**result, "file": str(path)}
-        best = _best_checkpoint(versions)
+        best = _best_checkpoint(run_dirs)
         used = result.get("checkpoint")
         if best and used and Path(str(used)).name != Path(best).name:
             record.notes.append(
@@ -229,15 +245,11 @@ def _read_wer(record: RunRecord, versions: list[Path]) -> None:
             )
 
 
-def _best_checkpoint(versions: list[Path]) -> str | None:
-    """The run's best checkpoint as the newest ``summary.json`` reports it."""
-    for version in reversed(versions):
-        try:
-            summary = json.loads((version / "summary.json").read_text())
-        except (OSError, json.JSONDecodeError):
-            continue
-        if isinstance(summary, dict) and summary.get("best_checkpoint"):
-            return str(summary["best_checkpoint"])
+def _best_checkpoint(run_dirs: set[Path]) -> str | None:
+    """The run's best checkpoint: the one ``test`` and ``decode`` use (:func:`run_layout.best_checkpoint`)."""
+    for run_dir in run_dirs:
+        if (best := best_checkpoint(run_dir / CHECKPOINTS)) is not None:
+            return str(best)
     return None
 
 

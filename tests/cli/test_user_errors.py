@@ -94,6 +94,12 @@ def test_a_missing_optional_package_names_its_extra(capsys) -> None:
     assert _reporting_user_errors("fit", needs_tensorboard) == 2
     assert "pip install 'lightning-rectifier[tensorboard]'" in capsys.readouterr().err
 
+    def lightning_tensorboard_logger() -> int:  # how Lightning's TensorBoardLogger says it: no module name
+        raise ModuleNotFoundError("Neither `tensorboard` nor `tensorboardX` is available. Try `pip install`ing either.")
+
+    assert _reporting_user_errors("fit", lightning_tensorboard_logger) == 2
+    assert "pip install 'lightning-rectifier[tensorboard]'" in capsys.readouterr().err
+
     def needs_something_else() -> int:
         raise ModuleNotFoundError("No module named 'banana'", name="banana")
 
