@@ -84,6 +84,11 @@ def test_a_new_fit_never_overwrites_a_trained_run_and_the_output_is_quiet(tmp_pa
     assert '"stage": "validate"' in record and "best-epoch000" in record and '"val/frame_accuracy"' in record
     assert len(list((tmp_path / "runs" / "relu-2x16").glob("version_*"))) == 1
 
+    # an explicit checkpoint (here a run folder: its best) is evaluated into its own run, whatever the run name says
+    _cli("test", *SMALL, "--run_name=elsewhere", "--ckpt_path=runs/relu-2x16", cwd=tmp_path)
+    tested = (tmp_path / "runs" / "relu-2x16" / "eval" / "fsdd_test" / "metrics.json").read_text()
+    assert "best-epoch000" in tested and not (tmp_path / "runs" / "elsewhere").exists()
+
 
 def test_a_missing_optional_package_names_its_extra(capsys) -> None:
     from lightning_rectifier.cli import _reporting_user_errors
