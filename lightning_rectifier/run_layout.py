@@ -12,8 +12,8 @@
             predict/                   loglikes.scp (Kaldi ark,scp) and its config (``predict``)
 
 Evaluating a data set again rewrites that data set's files only (files an earlier evaluation wrote and this one
-does not, such as ``decode``'s ``ali.ark``, stay: ``wer.json`` names the checkpoint behind it). This module imports nothing heavy: the command
-line uses it before torch is loaded.
+does not, such as ``decode``'s ``ali.ark``, stay: ``wer.json`` names the checkpoint behind it). This module
+imports nothing heavy: the command line uses it before torch is loaded.
 """
 
 from __future__ import annotations

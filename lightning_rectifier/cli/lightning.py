@@ -295,6 +295,11 @@ class RectifierCLI(LightningCLI):
                     name=self._run_name(),
                     group=config.get("run_name") or run_name(model),  # the repeats (seeds) of one configuration
                     tags=[str(model["nonlinearity"]), f"{model['num_layers']}x{model['hidden_dim']}"],
+                    config={  # the seeds beside the model's hyperparameters, for grouping repeats in a workspace
+                        "seed_everything": config.get("seed_everything"),
+                        "data_seed": config["data"].get("seed"),
+                        "split_seed": config["data"].get("split_seed"),
+                    },
                     project=os.environ.get("WANDB_PROJECT", "lightning-rectifier"),
                     offline=not wandb_has_key() or os.environ.get("WANDB_MODE") == "offline",
                     log_model=False,
