@@ -21,6 +21,7 @@ from lightning_rectifier.compare.loading import load_runs
 from lightning_rectifier.compare.plots import activation_probability_figure, convergence_figure
 from lightning_rectifier.compare.records import Select
 from lightning_rectifier.compare.table import table1
+from lightning_rectifier.compare.wandb_offline import WandbReadError
 
 FigureFormat = Literal["png", "pdf", "svg"]
 
@@ -111,7 +112,10 @@ def build_parser() -> argparse.ArgumentParser:
         ),
     )
     parser.add_argument(
-        "runs", nargs="+", help="runs roots (runs/), run directories, version directories or W&B offline-run dirs"
+        "runs",
+        nargs="+",
+        help="runs roots (runs/), run directories, version directories, W&B offline-run dirs, or synced W&B runs as"
+        " wandb:<entity>/<project>[/<run id>] (needs network access and an API key)",
     )
     parser.add_argument("--out_dir", default="comparison", help="where to write the files (default: %(default)s)")
     parser.add_argument(
@@ -145,7 +149,7 @@ def main(argv: Sequence[str]) -> int:
             out = compare(
                 args.runs, args.out_dir, select=args.select, wandb=not args.no_wandb, figure_format=args.figure_format
             )
-        except (FileNotFoundError, ValueError) as error:
+        except (FileNotFoundError, ValueError, WandbReadError) as error:
             _output(
                 *(f"warning: {w.message}" for w in caught), f"lightning-rectifier compare: error: {error}", err=True
             )

@@ -2,8 +2,10 @@
 
 A path may be a runs root (``runs/``: every run below it), a run directory (``runs/relu-3x512``: all its versions), a
 version directory (``runs/relu-3x512/version_1``: that version only), a W&B offline run directory
-(``runs/wandb/offline-run-*``) or a W&B directory holding several. A run logged both by the CSV logger and by W&B
-(``lightning-rectifier fit`` writes both) is read from the CSV logs; its W&B run is listed among its sources.
+(``runs/wandb/offline-run-*``), a W&B directory holding several, or synced runs through the W&B API
+(``wandb:<entity>/<project>``, :mod:`lightning_rectifier.compare.wandb_api`). A run logged both by the CSV logger
+and by W&B (``lightning-rectifier fit`` writes both) is read from the CSV logs; its W&B run is listed among its
+sources.
 """
 
 from __future__ import annotations
@@ -16,6 +18,8 @@ from pathlib import Path
 
 from lightning_rectifier.compare.lightning_logs import MARKERS, is_version_dir, read_lightning_run, version_number
 from lightning_rectifier.compare.records import RunRecord, nonlinearity_sort_key
+from lightning_rectifier.compare.wandb_api import PREFIX as API_PREFIX
+from lightning_rectifier.compare.wandb_api import read_wandb_api
 from lightning_rectifier.compare.wandb_offline import WandbReadError, chain_resumed, read_wandb_run, same_run
 
 LOOKED_FOR = (
@@ -98,7 +102,16 @@ def load_runs(paths: Sequence[str | os.PathLike[str]], *, wandb: bool = True) ->
         raise ValueError("expected at least one path to a run or a runs directory, got none")
     version_dirs: dict[Path, Path] = {}
     wandb_dirs: dict[Path, Path] = {}
+    api_records: list[RunRecord] = []
+    api_skipped: list[str] = []
     for path in paths:
+        if str(path).startswith(API_PREFIX):  # synced runs, through the W&B API
+            records_here, skipped_here = read_wandb_api(str(path))
+            if not records_here and not skipped_here:
+                raise NoRunsFoundError(f"{path}: the W&B project has no runs")
+            api_records += records_here
+            api_skipped += skipped_here
+            continue
         versions, wandb_runs = find_runs(path)
         if not versions and not wandb_runs:
             raise NoRunsFoundError(f"{path}: no training runs found; looked for {LOOKED_FOR}")
@@ -108,8 +121,8 @@ def load_runs(paths: Sequence[str | os.PathLike[str]], *, wandb: bool = True) ->
     by_run: dict[Path, list[Path]] = {}
     for resolved, version in version_dirs.items():  # version_<N> folders of one run directory are one run
         by_run.setdefault(resolved.parent if version_number(resolved) >= 0 else resolved, []).append(version)
-    skipped: list[str] = []
-    records: list[RunRecord] = []
+    skipped: list[str] = list(api_skipped)
+    records: list[RunRecord] = list(chain_resumed(api_records))
     for versions in by_run.values():
         result = read_lightning_run(versions)
         if isinstance(result, str):

@@ -121,6 +121,11 @@ def read_wandb_run(run_dir: Path) -> RunRecord | str:
         WandbReadError: When ``wandb leet inspect`` cannot read it.
     """
     state, rows = inspect_run(run_file(run_dir))
+    return record_from_state(state, rows, run_dir)
+
+
+def record_from_state(state: dict[str, Any], rows: list[dict[str, Any]], run_dir: Path) -> RunRecord | str:
+    """A record from a W&B run's state (name, config, summary, state, times) and history rows, however read."""
     name = str(state.get("name") or state.get("run_id") or run_dir.name)
     config: dict[str, Any] = state["config"] if isinstance(state.get("config"), dict) else {}
     resolved = resolve_architecture(name, config)
