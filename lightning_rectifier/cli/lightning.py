@@ -233,6 +233,7 @@ class RectifierCLI(LightningCLI):
         if _explicit_untrained(self.raw_args):
             log.warning("%s: evaluating the untrained network, as --ckpt_path none asks", self.subcommand)
             config["ckpt_path"] = None
+            self._untrained = True
             return
         given = config.get("ckpt_path")
         if given is not None and not Path(str(given)).is_dir():
@@ -265,6 +266,25 @@ class RectifierCLI(LightningCLI):
             log.warning("predict: writing %s to %s", config.get("predict_what"), out)
             callbacks.append(KaldiPredictionWriter(out, config.get("predict_what") or "log_likelihoods"))
         self.trainer_defaults["callbacks"] = callbacks
+
+    def _initialise_untrained(self) -> None:
+        """``--ckpt_path none``: the network as ``fit`` starts it, its input transform from the training frames."""
+        if getattr(self, "_untrained", False) and getattr(self.model, "_h", None) and self.model._h.input_norm:
+            self.model.set_input_normalisation(*self.datamodule.input_moments())
+            log.warning("%s: the untrained network's input transform is computed from the training frames, as fit"
+                        " computes it", self.subcommand)  # fmt: skip
+
+    def before_validate(self) -> None:
+        """See :meth:`_initialise_untrained`."""
+        self._initialise_untrained()
+
+    def before_test(self) -> None:
+        """See :meth:`_initialise_untrained`."""
+        self._initialise_untrained()
+
+    def before_predict(self) -> None:
+        """See :meth:`_initialise_untrained`."""
+        self._initialise_untrained()
 
     def instantiate_trainer(self, **kwargs: Any) -> Trainer:
         """Creates the default loggers when none are configured.

@@ -39,6 +39,7 @@ def test_test_without_a_checkpoint_uses_the_best_one_and_refuses_an_untrained_ne
 
     untrained = _cli("test", *SMALL, "--ckpt_path", "none", cwd=tmp_path)
     assert "evaluating the untrained network" in untrained.stdout + untrained.stderr
+    assert "input transform is computed from the training frames" in untrained.stderr  # the network fit starts from
     assert _metric(untrained.stdout, "test/frame_accuracy") < accuracy / 2
 
 
