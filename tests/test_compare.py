@@ -350,6 +350,7 @@ def test_main_writes_files_and_prints_the_table(runs_root: Path, tmp_path: Path,
     assert {p.name for p in out.iterdir()} == {
         "table1.md",
         "table1.csv",
+        "findings.csv",
         "convergence.png",
         "activation_probability.png",
         "runs.json",
