@@ -365,3 +365,26 @@ def test_resuming_mid_epoch_reproduces_the_uninterrupted_run(ami_data_dir: Path,
     resumed, trainer = _fit(ami_data_dir, tmp_path / "c", max_steps=80, ckpt_path=str(checkpoint))
     assert trainer.global_step == 80
     torch.testing.assert_close(resumed.layer.weight, straight.layer.weight, rtol=0, atol=1e-6)
+
+
+def test_setup_loads_with_its_own_thread_count_and_restores_torch(ami_data_dir: Path, monkeypatch) -> None:
+    import lightning_rectifier.data.datamodule as datamodule
+
+    _write_alignments(ami_data_dir, synthetic_labels(ami_data_dir, 5))
+    seen: list[int] = []
+    original = datamodule.load_frame_store
+
+    def recording(*args, **kwargs):
+        seen.append(torch.get_num_threads())
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(datamodule, "load_frame_store", recording)
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        AlignedFramesDataModule(train_dir=str(ami_data_dir), valid_fraction=0).setup("fit")
+        assert seen == [1] and torch.get_num_threads() == 2
+        AlignedFramesDataModule(train_dir=str(ami_data_dir), valid_fraction=0, setup_threads=None).setup("fit")
+        assert seen == [1, 2]
+    finally:
+        torch.set_num_threads(before)
