@@ -129,10 +129,10 @@ class AlignedFramesDataModule(L.LightningDataModule):
             different seeds are compared on the same development set.
         prior_floor: Floor of the senone priors (Kaldi: 1e-10).
         allow_pipes: Allow scp/rspecifier entries that are shell commands (refused by default).
-        setup_threads: torch's intra-op threads while ``setup`` loads the data (restored afterwards). Loading is
-            many small per-utterance operations (CMVN, deltas, copies into the store), which extra threads slow
-            down: 8x measured with two threads on 120-dim blocks, worse under DDP or machine load. ``None`` keeps
-            torch's setting.
+        setup_threads: torch's intra-op threads while ``setup`` loads the data (restored afterwards). ``"auto"``:
+            one thread when deltas are computed (many small per-utterance operations, which a second thread slows
+            down 3x on a busy 2-core machine: ``benchmarks/setup_threads.py``), torch's setting otherwise (without
+            deltas two threads load 1.2-1.5x faster); a number: that many; ``None``: torch's setting.
     """
 
     def __init__(
@@ -164,7 +164,7 @@ class AlignedFramesDataModule(L.LightningDataModule):
         split_seed: int = 0,
         prior_floor: float = 1e-10,
         allow_pipes: bool = False,
-        setup_threads: int | None = 1,
+        setup_threads: int | Literal["auto"] | None = "auto",
     ) -> None:
         super().__init__()
         for name, value in (("batch_size", batch_size), ("eval_batch_size", eval_batch_size)):
@@ -332,7 +332,10 @@ class AlignedFramesDataModule(L.LightningDataModule):
 
         Runs with ``setup_threads`` torch threads (one by default): see the class docstring.
         """
-        with torch_threads(self._h.setup_threads):
+        threads = self._h.setup_threads
+        if threads == "auto":
+            threads = 1 if self._h.delta_order > 0 else None
+        with torch_threads(threads):
             self._setup(stage)
 
     def _setup(self, stage: str | None) -> None:

@@ -382,9 +382,11 @@ def test_setup_loads_with_its_own_thread_count_and_restores_torch(ami_data_dir: 
     before = torch.get_num_threads()
     torch.set_num_threads(2)
     try:
-        AlignedFramesDataModule(train_dir=str(ami_data_dir), valid_fraction=0).setup("fit")
-        assert seen == [1] and torch.get_num_threads() == 2
+        AlignedFramesDataModule(train_dir=str(ami_data_dir), valid_fraction=0, delta_order=2).setup("fit")
+        assert seen == [1] and torch.get_num_threads() == 2  # "auto" with deltas: one thread, restored after
+        AlignedFramesDataModule(train_dir=str(ami_data_dir), valid_fraction=0, delta_order=0).setup("fit")
         AlignedFramesDataModule(train_dir=str(ami_data_dir), valid_fraction=0, setup_threads=None).setup("fit")
-        assert seen == [1, 2]
+        AlignedFramesDataModule(train_dir=str(ami_data_dir), valid_fraction=0, setup_threads=2).setup("fit")
+        assert seen == [1, 2, 2, 2]
     finally:
         torch.set_num_threads(before)
