@@ -195,10 +195,10 @@ def test_table1_layout_and_values(runs_root: Path) -> None:
     header = [c.strip() for c in lines[2].strip("|").split("|")]
     assert header[:2] == ["hidden layers", "units"]
     assert header[2:] == [
-        f"{n} {m}" for n in ("tanh", "relu", "leaky_relu") for m in ("dev CE", "dev acc. (%)", "WER (%)")
+        f"{n} {m}" for n in ("tanh", "relu", "leaky_relu") for m in ("n", "dev CE", "dev acc. (%)", "WER (%)")
     ]
-    assert lines[4] == "| 2 | 64 | 2.100 | 46.00 | - | 1.900 | 52.00 | 25.00 | 1.880 | 53.00 | - |"
-    assert lines[5] == "| 3 | 64 | 1.980 | 49.00 | - | 1.800 | 55.00 | - | 1.780 | 56.00 | - |"
+    assert lines[4] == "| 2 | 64 | 1 | 2.100 | 46.00 | - | 1 | 1.900 | 52.00 | 25.00 | 1 | 1.880 | 53.00 | - |"
+    assert lines[5] == "| 3 | 64 | 1 | 1.980 | 49.00 | - | 1 | 1.800 | 55.00 | - | 1 | 1.780 | 56.00 | - |"
     assert "lowest val/loss" in table.to_markdown()
     # final instead of best
     final = table1(load_runs([runs_root]), select="final")
@@ -219,7 +219,7 @@ def test_table1_duplicates_become_mean_and_std_and_widths_separate_rows(tmp_path
     assert cell.cross_entropy.mean == pytest.approx(1.92) and cell.cross_entropy.n == 2
     assert cell.cross_entropy.std == pytest.approx(np.std([1.90, 1.94], ddof=1))
     assert cell.frame_accuracy.std == pytest.approx(np.std([52.0, 50.0], ddof=1))
-    assert "| 2 | 64 | 1.920 ± 0.028 | 51.00 ± 1.41 | 25.00 (1 of 2 runs) |" in table.to_markdown()
+    assert "| 2 | 64 | 2 | 1.920 ± 0.028 | 51.00 ± 1.41 | 25.00 (1 of 2 runs) |" in table.to_markdown()
     with pytest.raises(ValueError, match="hidden_dim"):
         table.cell(2, "relu")
     assert table.cell(2, "relu", 128).cross_entropy.mean == 1.7  # type: ignore[union-attr]
@@ -423,7 +423,7 @@ def test_wandb_offline_run_is_read(tmp_path: Path, monkeypatch: pytest.MonkeyPat
     ]
     assert record["best"]["epoch"] == 1 and record["best"]["metrics"]["val/frame_accuracy"] == 0.5
     assert record["started"] <= record["finished"]
-    assert "| 2 | 64 | 1.700 | 50.00 |" in (out / "table1.md").read_text()
+    assert "| 2 | 64 | 1 | 1.700 | 50.00 |" in (out / "table1.md").read_text()
 
     # the same run in CSV logs and in W&B: one record, from the CSV logs
     [merged] = load_runs([tmp_path])

@@ -105,7 +105,7 @@ class Table1:
         lines = ["# Table 1: dev-set results by depth and nonlinearity", ""]
         header = ["hidden layers", "units"]
         for nonlinearity in self.nonlinearities:
-            header += [f"{nonlinearity} dev CE", f"{nonlinearity} dev acc. (%)"]
+            header += [f"{nonlinearity} n", f"{nonlinearity} dev CE", f"{nonlinearity} dev acc. (%)"]
             header += [f"{nonlinearity} {_wer_label(s)}" for s in self.wer_sets]
         lines += [_md_row(header), _md_row(["---:"] * len(header))]
         for num_layers, hidden_dim in self.rows:
@@ -113,7 +113,7 @@ class Table1:
             for nonlinearity in self.nonlinearities:
                 cell = self.cells.get((num_layers, hidden_dim, nonlinearity))
                 runs = len(cell.runs) if cell else 0
-                row += [_fmt(cell.cross_entropy if cell else None, 3, runs)]
+                row += [str(runs), _fmt(cell.cross_entropy if cell else None, 3, runs)]
                 row += [_fmt(cell.frame_accuracy if cell else None, 2, runs)]
                 row += [_fmt(cell.wer.get(s) if cell else None, 2, runs) for s in self.wer_sets]
             lines.append(_md_row(row))
@@ -127,7 +127,7 @@ class Table1:
             "Dev CE: frame cross-entropy (nats) on the validation set; dev acc.: frame accuracy; WER: word error rate"
             " from `eval/<data>/decode/wer.json`, per evaluated data set. Each run contributes "
             + which
-            + ". A cell with several runs shows their mean ±"
+            + ". n: runs per cell; a cell with several runs shows their mean ±"
             " sample standard deviation (`(n of N runs)`: only n of its runs have the value); `-`: no run.",
             "",
             "## Runs",
