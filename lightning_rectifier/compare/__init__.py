@@ -23,7 +23,7 @@ Example:
     >>> csv = "epoch,step,val/loss,val/frame_accuracy\n0,9,2.0,0.41\n1,19,1.8,0.45\n"
     >>> _ = (version / "metrics.csv").write_text(csv)
     >>> print(table1(load_runs([version.parents[1]])).to_markdown().splitlines()[4])
-    | 2 | 64 | 1.800 | 45.00 |
+    | 2 | 64 | 1 | 1.800 | 45.00 |
 """
 
 from __future__ import annotations

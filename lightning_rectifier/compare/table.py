@@ -220,7 +220,7 @@ def table1(records: Sequence[RunRecord], select: Select = "best") -> Table1:
         >>> table.rows, table.nonlinearities
         ([(2, 64)], ['tanh', 'relu'])
         >>> print(table.to_markdown().splitlines()[4])
-        | 2 | 64 | 2.100 | 48.00 | 1.920 ± 0.028 | 51.00 ± 1.41 |
+        | 2 | 64 | 1 | 2.100 | 48.00 | 2 | 1.920 ± 0.028 | 51.00 ± 1.41 |
     """
     if select not in ("best", "final"):
         raise ValueError(f"expected select to be 'best' or 'final', got {select!r}")
