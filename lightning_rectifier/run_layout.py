@@ -65,9 +65,9 @@ def run_of_checkpoint(checkpoint: str | os.PathLike[str]) -> Path | None:
     return None
 
 
-def best_checkpoint(directory: str | os.PathLike[str]) -> Path | None:
-    """The newest ``best-*.ckpt`` (lowest ``val/loss``, as ``fit`` saves it) in a run's checkpoint folder."""
-    candidates = sorted(Path(directory).glob("best-*.ckpt"), key=lambda path: path.stat().st_mtime)
+def best_checkpoint(run_dir: str | os.PathLike[str]) -> Path | None:
+    """A run's best checkpoint: the newest ``checkpoints/best-*.ckpt`` (lowest ``val/loss``, as ``fit`` saves it)."""
+    candidates = sorted((Path(run_dir) / CHECKPOINTS).glob("best-*.ckpt"), key=lambda path: path.stat().st_mtime)
     return candidates[-1] if candidates else None
 
 

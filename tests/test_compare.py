@@ -464,3 +464,24 @@ def test_unreadable_wandb_runs_are_counted(tmp_path: Path, monkeypatch: pytest.M
     with pytest.warns(UserWarning, match=r"skipped 2 W&B run\(s\) that could not be read: .*no-such-wandb"):
         [record] = load_runs([tmp_path])
     assert record.kind == "lightning"
+
+
+def test_wer_per_evaluated_data_set_and_a_note_for_another_checkpoint(tmp_path: Path) -> None:
+    run = tmp_path / "relu-2x64"
+    (run / "version_0").mkdir(parents=True)
+    (run / "version_0" / "metrics.csv").write_text("epoch,step,val/loss\n0,9,2.5\n1,19,2.1\n")
+    (run / "checkpoints").mkdir()
+    (run / "checkpoints" / "best-epoch001-step0000019.ckpt").write_bytes(b"")
+    for data, checkpoint, errors in (
+        ("fsdd:test", "best-epoch001-step0000019.ckpt", 3),
+        ("fsdd:test_connected", "best-epoch000-step0000009.ckpt", 5),
+    ):
+        decode = run / "eval" / data.replace(":", "_") / "decode"
+        decode.mkdir(parents=True)
+        result = {"substitutions": errors, "deletions": 0, "insertions": 0, "num_words": 100, "data_dir": data,
+                  "checkpoint": str(run / "checkpoints" / checkpoint)}  # fmt: skip
+        (decode / "wer.json").write_text(json.dumps(result))
+    [record] = load_runs([tmp_path])
+    assert {k: v["wer_percent"] for k, v in record.wer.items()} == {"fsdd:test": 3.0, "fsdd:test_connected": 5.0}
+    notes = [n for n in record.notes if "not the best checkpoint" in n]
+    assert len(notes) == 1 and "fsdd:test_connected" in notes[0] and "best-epoch000" in notes[0]

@@ -62,6 +62,9 @@ class _DropTips(logging.Filter):
         return not str(record.msg).startswith("\N{ELECTRIC LIGHT BULB} Tip:")
 
 
+_DROP_TIPS = _DropTips()
+
+
 def wandb_has_key() -> bool:
     """Whether a W&B API key is configured (environment or ``~/.netrc``); without one W&B runs offline."""
     if os.environ.get("WANDB_API_KEY"):
@@ -238,12 +241,13 @@ class RectifierCLI(LightningCLI):
         given = config.get("ckpt_path")
         if given is not None and not Path(str(given)).is_dir():
             return
-        directory = Path(str(given)) / CHECKPOINTS if given is not None else root / self._run_name() / CHECKPOINTS
-        best = best_checkpoint(directory)
+        run_dir = Path(str(given)) if given is not None else root / self._run_name()
+        best = best_checkpoint(run_dir)
         if best is None:
             raise UserError(
-                f"{self.subcommand}: no trained checkpoint in {directory} (run `lightning-rectifier fit` with the same"
-                " settings first, give --ckpt_path PATH, or --ckpt_path none to evaluate the untrained network)"
+                f"{self.subcommand}: no trained checkpoint in {run_dir / CHECKPOINTS} (run `lightning-rectifier fit`"
+                " with the same settings first, give --ckpt_path PATH, or --ckpt_path none to evaluate the untrained"
+                " network)"
             )
         log.warning("%s: using the run's best checkpoint (lowest val/loss): %s", self.subcommand, best)
         config["ckpt_path"] = str(best)
@@ -343,7 +347,7 @@ def run_lightning(args: list[str]) -> RectifierCLI:
     """Runs ``fit`` / ``validate`` / ``test`` / ``predict`` with the project's defaults."""
     for pattern in _NOISE:
         warnings.filterwarnings("ignore", message=pattern)
-    logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(_DropTips())
+    logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(_DROP_TIPS)  # once: the same object
     if "--help" not in args and "-h" not in args:
         args = _with_demo_config(args)
     os.environ.setdefault("WANDB_SILENT", "true")

@@ -233,7 +233,7 @@ def decode(argv: Sequence[str]) -> int:
     from lightning_rectifier.run_layout import CHECKPOINTS, best_checkpoint, eval_dir, run_of_checkpoint
 
     if Path(args.ckpt_path).is_dir():  # a run folder: its best checkpoint
-        best = best_checkpoint(Path(args.ckpt_path, CHECKPOINTS))
+        best = best_checkpoint(args.ckpt_path)
         if best is None:
             raise UserError(f"--ckpt_path {args.ckpt_path}: a folder without {CHECKPOINTS}/best-*.ckpt (run fit first)")
         args.ckpt_path = str(best)

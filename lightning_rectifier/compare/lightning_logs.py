@@ -32,7 +32,7 @@ from lightning_rectifier.compare.records import (
     resolve_architecture,
     select_best,
 )
-from lightning_rectifier.run_layout import CHECKPOINTS, EVAL, best_checkpoint
+from lightning_rectifier.run_layout import EVAL, best_checkpoint
 
 _VERSION = re.compile(r"^version_(\d+)$")
 _SEED = re.compile(r"^seed\d+$")
@@ -225,6 +225,7 @@ def _read_wer(record: RunRecord, versions: list[Path]) -> None:
             files.append(("", decode / "wer.json"))
         files += [(p.parent.name, p) for p in sorted(decode.glob("*/wer.json"))]
     run_dirs = {v.parent for v in versions if _VERSION.match(v.name)}
+    best = next((str(b) for d in sorted(run_dirs) if (b := best_checkpoint(d)) is not None), None)
     for run_dir in sorted(run_dirs):
         files += [(f"{EVAL}:{p.parents[1].name}", p) for p in sorted((run_dir / EVAL).glob("*/decode/wer.json"))]
     for decode_set, path in files:
@@ -236,21 +237,12 @@ def _read_wer(record: RunRecord, versions: list[Path]) -> None:
         if decode_set.startswith(f"{EVAL}:"):  # named after the data set decoded
             decode_set = str(result.get("data_dir") or decode_set.partition(":")[2]).rstrip("/")
         record.wer[decode_set] = {**result, "file": str(path)}
-        best = _best_checkpoint(run_dirs)
         used = result.get("checkpoint")
         if best and used and Path(str(used)).name != Path(best).name:
             record.notes.append(
                 f"WER on {decode_set or 'the test set'} is from {used}, not the best checkpoint {best}"
                 " (evaluate again to score the model the table's other columns describe)"
             )
-
-
-def _best_checkpoint(run_dirs: set[Path]) -> str | None:
-    """The run's best checkpoint: the one ``test`` and ``decode`` use (:func:`run_layout.best_checkpoint`)."""
-    for run_dir in run_dirs:
-        if (best := best_checkpoint(run_dir / CHECKPOINTS)) is not None:
-            return str(best)
-    return None
 
 
 def _read_activations(record: RunRecord, versions: list[Path], starts: list[float]) -> None:
