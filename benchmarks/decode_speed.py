@@ -55,7 +55,8 @@ def main() -> None:
     torch.set_num_threads(1)
 
     from lightning_rectifier.decode import Decoder, DecoderOptions, word_error_rate
-    from lightning_rectifier.inference import AcousticModel, compute_loglikelihoods, demo_graph
+    from lightning_rectifier.decode.acoustic_model import AcousticModel, compute_loglikelihoods
+    from lightning_rectifier.decode.directory import demo_graph
 
     with tempfile.TemporaryDirectory() as tmp:
         checkpoint = args.checkpoint or train_quick_model(Path(tmp))

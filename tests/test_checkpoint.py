@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from lightning_rectifier.checkpoint import read_checkpoint, senone_classifier_from_checkpoint
-from lightning_rectifier.inference import AcousticModel
+from lightning_rectifier.decode.acoustic_model import AcousticModel
 from lightning_rectifier.module import SenoneClassifier
 
 

@@ -137,7 +137,7 @@ def prepare(argv: Sequence[str]) -> int:
     parser.add_argument("--no_progress", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
     _logging()
-    from lightning_rectifier.prepare import prepare_data_dir
+    from lightning_rectifier.frontend.prepare import prepare_data_dir
 
     _one_handler_for_lightning()
 
@@ -174,8 +174,8 @@ def align(argv: Sequence[str]) -> int:
     parser.add_argument("--no_progress", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
     _logging()
-    from lightning_rectifier.align import align_data_dir
-    from lightning_rectifier.features import FeatureConfig
+    from lightning_rectifier.frontend.align import align_data_dir
+    from lightning_rectifier.frontend.features import FeatureConfig
 
     _one_handler_for_lightning()
 
@@ -230,7 +230,7 @@ def decode(argv: Sequence[str]) -> int:
     parser.add_argument("--precision", choices=["32", "bf16"], default="32", help="network precision")
     args = parser.parse_args(argv)
     from lightning_rectifier.cli.errors import UserError, check_data_dir
-    from lightning_rectifier.run_layout import CHECKPOINTS, best_checkpoint, eval_dir, run_of_checkpoint
+    from lightning_rectifier.cli.run_layout import CHECKPOINTS, best_checkpoint, eval_dir, run_of_checkpoint
 
     if Path(args.ckpt_path).is_dir():  # a run folder: its best checkpoint
         best = best_checkpoint(args.ckpt_path)
@@ -249,7 +249,7 @@ def decode(argv: Sequence[str]) -> int:
             raise UserError(f"--ckpt_path {args.ckpt_path} is not in a run's checkpoints folder: give --out_dir")
         args.out_dir = str(eval_dir(run_dir, args.data_dir) / "decode")
     _logging()
-    from lightning_rectifier.inference import decode_directory
+    from lightning_rectifier.decode.directory import decode_directory
 
     _one_handler_for_lightning()
 

@@ -18,7 +18,6 @@ import numpy as np
 import torch
 from lightning.pytorch.utilities import rank_zero_info
 
-from lightning_rectifier._runtime import torch_threads
 from lightning_rectifier.data.archive import parse_rspecifier
 from lightning_rectifier.data.corpus import FeaturePipeline, LoadReport, StoreDtype, load_frame_store, senone_priors
 from lightning_rectifier.data.datadir import KaldiDataDir
@@ -26,6 +25,7 @@ from lightning_rectifier.data.demo import resolve_data_dir
 from lightning_rectifier.data.errors import KaldiDataError
 from lightning_rectifier.data.frame_store import FrameLoader, FrameStore, UtteranceLoader
 from lightning_rectifier.data.kaldi_io import read_alignments
+from lightning_rectifier.data.runtime import torch_threads
 from lightning_rectifier.data.transition_model import TransitionModel
 
 _ALIGNMENT_NAMES = ("ali.scp", "ali.ark", "pdf.scp", "pdf.ark", "ali.*.gz")

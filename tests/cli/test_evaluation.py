@@ -77,7 +77,7 @@ def test_predict_writes_kaldi_loglikelihoods_that_decode_reads(tmp_path: Path) -
     import numpy as np
 
     from lightning_rectifier.data.kaldi_io import read_features
-    from lightning_rectifier.inference import AcousticModel, compute_loglikelihoods
+    from lightning_rectifier.decode.acoustic_model import AcousticModel, compute_loglikelihoods
 
     _cli("fit", *SMALL, "--trainer.max_epochs=1", "--trainer.limit_train_batches=20", cwd=tmp_path)
     result = _cli("predict", *SMALL, cwd=tmp_path)

@@ -10,7 +10,7 @@ import pytest
 from lightning_rectifier.data.datamodule import AlignedFramesDataModule
 from lightning_rectifier.data.demo import SPLITS, corpus_root, resolve_data_dir, silence_senones
 from lightning_rectifier.data.kaldi_io import read_alignments
-from lightning_rectifier.lexicon import read_lexicon
+from lightning_rectifier.decode.lexicon import read_lexicon
 
 
 def test_every_split_loads_without_mismatch_and_with_labels_in_range() -> None:

@@ -54,7 +54,7 @@ def _test_frame_accuracy(checkpoint: Path) -> float:
     """Frame accuracy of a checkpoint on fsdd:test, computed here: argmax posterior against the alignment."""
     from lightning_rectifier.data.demo import corpus_root
     from lightning_rectifier.data.kaldi_io import read_alignments
-    from lightning_rectifier.inference import AcousticModel, compute_loglikelihoods
+    from lightning_rectifier.decode.acoustic_model import AcousticModel, compute_loglikelihoods
 
     _, posteriors = compute_loglikelihoods(AcousticModel.load(checkpoint), "fsdd:test", device="cpu")
     alignments = dict(read_alignments(str(corpus_root() / "test" / "ali.scp")))

@@ -44,9 +44,9 @@ def _damage(data: bytes, rng: random.Random) -> bytes:
 
 
 def _accepted() -> tuple[type[BaseException], ...]:
-    from lightning_rectifier.audio import AudioError
     from lightning_rectifier.checkpoint import CheckpointError
     from lightning_rectifier.data.errors import KaldiDataError
+    from lightning_rectifier.frontend.audio import AudioError
 
     return (KaldiDataError, CheckpointError, AudioError)
 
@@ -77,7 +77,7 @@ def _model(path: Path, damaged: bytes) -> object:
 
 
 def _wav(path: Path, damaged: bytes) -> object:
-    from lightning_rectifier.audio import Utterance, load_utterance
+    from lightning_rectifier.frontend.audio import Utterance, load_utterance
 
     path.write_bytes(damaged)
     wave, rate = load_utterance(Utterance(path.stem, path.stem, str(path), str(path)))

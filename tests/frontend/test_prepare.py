@@ -9,11 +9,17 @@ import numpy as np
 import pytest
 import soundfile
 
-from lightning_rectifier.audio import AudioError, list_utterances, load_utterance
 from lightning_rectifier.data.errors import KaldiDataError
-from lightning_rectifier.features import FeatureConfig, compute_fbank, compute_mfcc, default_options, num_frames
-from lightning_rectifier.prepare import prepare_data_dir
-from tests.test_features import FSDD, WAVS, WORDS, read_int16, utt2spk_of
+from lightning_rectifier.frontend.audio import AudioError, list_utterances, load_utterance
+from lightning_rectifier.frontend.features import (
+    FeatureConfig,
+    compute_fbank,
+    compute_mfcc,
+    default_options,
+    num_frames,
+)
+from lightning_rectifier.frontend.prepare import prepare_data_dir
+from tests.frontend.test_features import FSDD, WAVS, WORDS, read_int16, utt2spk_of
 
 
 def write_wav_scp(tmp_path: Path, entries: dict[str, str]) -> Path:

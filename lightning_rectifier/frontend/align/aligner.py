@@ -26,34 +26,21 @@ alignment, then phone/state alignment) and returns one senone id per *feature* f
 from __future__ import annotations
 
 import logging
-import math
 import re
-from collections import Counter
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import kaldi_native_io
 import numpy as np
 import torch
 import torchaudio.functional
 
-from lightning_rectifier._runtime import c_sorted, progress_bar, torch_threads
-from lightning_rectifier.audio import AudioError, list_utterances, load_utterance, read_mapping
-from lightning_rectifier.data.errors import KaldiDataError, refuse_pipe
-from lightning_rectifier.features import FeatureConfig
-from lightning_rectifier.features import num_frames as count_frames
+from lightning_rectifier.data.errors import KaldiDataError
+from lightning_rectifier.frontend.align.sphinx_model import SphinxModel
+from lightning_rectifier.frontend.features import num_frames as count_frames
 
-__all__ = [
-    "AlignSummary",
-    "AlignmentError",
-    "AlignmentResult",
-    "PocketsphinxAligner",
-    "Segment",
-    "SphinxModel",
-    "align_data_dir",
-]
+__all__ = ["AlignmentError", "AlignmentResult", "PocketsphinxAligner", "Span"]
 
 log = logging.getLogger(__name__)
 
@@ -76,94 +63,8 @@ class AlignmentError(KaldiDataError):
         self.reason = reason
 
 
-# ------------------------------------------------------------------------------------------------ model inventory
 @dataclass(frozen=True)
-class SphinxModel:
-    """The senone inventory of a Sphinx acoustic model, read from its ``mdef`` (binary or text).
-
-    Attributes:
-        ci_phones: Context-independent phone names, in model order.
-        num_senones: Number of tied states (senones); ids run from 0 to ``num_senones - 1``.
-        num_ci_senones: The first ``num_ci_senones`` ids belong to context-independent phones.
-        silence_phone: Name of the silence phone.
-        ci_phone_senones: CI phone -> its senone ids (one per emitting state).
-    """
-
-    ci_phones: tuple[str, ...]
-    num_senones: int
-    num_ci_senones: int
-    silence_phone: str
-    ci_phone_senones: dict[str, tuple[int, ...]] = field(repr=False)
-
-    @property
-    def silence_senones(self) -> tuple[int, ...]:
-        """Senone ids of the silence phone."""
-        return self.ci_phone_senones[self.silence_phone]
-
-    @classmethod
-    def read(cls, model_dir: str | Path) -> SphinxModel:
-        """Reads ``model_dir/mdef``.
-
-        Example:
-            >>> import pocketsphinx
-            >>> model = SphinxModel.read(pocketsphinx.get_model_path("en-us/en-us"))
-            >>> model.num_senones, model.num_ci_senones, len(model.ci_phones), model.silence_senones
-            (5126, 126, 42, (96, 97, 98))
-        """
-        path = Path(model_dir) / "mdef"
-        try:
-            data = path.read_bytes()
-        except OSError as err:
-            raise KaldiDataError(f"{path}: cannot read the Sphinx model definition: {err}") from err
-        try:
-            return _read_binary_mdef(data) if data[:4] == b"BMDF" else _read_text_mdef(data.decode("ascii"))
-        except (ValueError, IndexError, KeyError, UnicodeDecodeError) as err:
-            raise KaldiDataError(f"{path}: not a Sphinx mdef file ({err})") from err
-
-
-def _read_binary_mdef(data: bytes) -> SphinxModel:
-    """Binary layout: magic, version, description text, 10 int32 counts, CI names, CD tree, phones, senone sequences."""
-    order = "<" if int.from_bytes(data[4:8], "little") == 1 else ">"
-    i32 = np.dtype(order + "i4")
-    desc_len = int(np.frombuffer(data, i32, 1, 8)[0])
-    offset = 12 + desc_len
-    n_ci, n_phone, n_state, n_ci_sen, n_sen, _, n_sseq, _, n_cd_tree, sil = np.frombuffer(data, i32, 10, offset)
-    offset += 40
-    names = []
-    for _ in range(n_ci):
-        end = data.index(b"\0", offset)
-        names.append(data[offset:end].decode("ascii"))
-        offset = end + 1
-    offset = (offset + 3) // 4 * 4 + 8 * int(n_cd_tree)  # padding, then the CD tree (8 bytes a node)
-    phones = np.frombuffer(data, np.dtype([("ssid", i32), ("tmat", i32), ("attr", "i1", 4)]), int(n_phone), offset)
-    offset += 12 * int(n_phone)
-    n_values = int(np.frombuffer(data, i32, 1, offset)[0])  # the senone-sequence array is preceded by its length
-    if n_values != n_sseq * n_state:
-        raise ValueError(f"expected {n_sseq * n_state} senone-sequence entries, found {n_values}")
-    sseq = np.frombuffer(data, np.dtype(order + "i2"), n_values, offset + 4).reshape(int(n_sseq), int(n_state))
-    senones = {name: tuple(int(s) for s in sseq[phones[p]["ssid"]]) for p, name in enumerate(names)}
-    return SphinxModel(tuple(names), int(n_sen), int(n_ci_sen), names[int(sil)], senones)
-
-
-def _read_text_mdef(text: str) -> SphinxModel:
-    """Text layout: ``n_tied_state N`` style header, then ``base lft rt pos attrib tmat state... N`` rows."""
-    counts: dict[str, int] = {}
-    names: list[str] = []
-    senones: dict[str, tuple[int, ...]] = {}
-    for line in text.splitlines():
-        fields = line.split("#", 1)[0].split()
-        if len(fields) == 2 and fields[0].isdigit():  # "5126 n_tied_state"
-            counts[fields[1]] = int(fields[0])
-        elif len(fields) > 7 and fields[1] == fields[2] == "-" and fields[-1] == "N":  # a CI phone row
-            names.append(fields[0])
-            senones[fields[0]] = tuple(int(s) for s in fields[6:-1])
-    silence = "SIL" if "SIL" in senones else names[0]
-    return SphinxModel(tuple(names), counts["n_tied_state"], counts["n_tied_ci_state"], silence, senones)
-
-
-# ------------------------------------------------------------------------------------------------ alignment
-@dataclass(frozen=True)
-class Segment:
+class Span:
     """A labelled span of feature frames, ``[start, end)``."""
 
     label: str
@@ -186,8 +87,8 @@ class AlignmentResult:
     """
 
     senones: np.ndarray
-    phones: list[Segment]
-    words: list[Segment]
+    phones: list[Span]
+    words: list[Span]
     num_aligner_frames: int
     frames_trimmed: int = 0
     frames_padded: int = 0
@@ -408,10 +309,10 @@ class PocketsphinxAligner:
         trimmed, padded = max(covered - num_frames, 0), max(num_frames - covered, 0)
         senones = np.concatenate([senones[:num_frames], np.full(padded, senones[-1], dtype=np.int32)])
 
-        def clip(items: list, rename: Any) -> list[Segment]:
-            out = [Segment(rename(n), s, min(e, num_frames)) for n, s, e in items if s < num_frames]
+        def clip(items: list, rename: Any) -> list[Span]:
+            out = [Span(rename(n), s, min(e, num_frames)) for n, s, e in items if s < num_frames]
             if out and padded:
-                out[-1] = Segment(out[-1].label, out[-1].start, num_frames)
+                out[-1] = Span(out[-1].label, out[-1].start, num_frames)
             return out
 
         return AlignmentResult(
@@ -423,192 +324,3 @@ class PocketsphinxAligner:
             frames_padded=padded,
             retries=retries,
         )
-
-
-# ------------------------------------------------------------------------------------------------ data directories
-@dataclass
-class AlignSummary:
-    """What :func:`align_data_dir` did.
-
-    Attributes:
-        out_dir: Where ``ali.ark``/``ali.scp`` were written.
-        num_done: Utterances aligned.
-        num_frames: Frames labelled in all.
-        failed: Utterance id -> why it has no alignment ("oov: ...", "no-alignment: ...", "empty: ...").
-        oov_words: Word -> number of utterances that failed because of it.
-        without_text: Utterances with audio but no transcript (not aligned).
-        text_without_audio: Transcripts with no audio.
-        trimmed: Frames trimmed -> number of utterances.
-        padded: Frames padded -> number of utterances.
-        retried: Utterances that needed wider beams.
-    """
-
-    out_dir: Path
-    num_done: int = 0
-    num_frames: int = 0
-    failed: dict[str, str] = field(default_factory=dict)
-    oov_words: Counter = field(default_factory=Counter)
-    without_text: list[str] = field(default_factory=list)
-    text_without_audio: list[str] = field(default_factory=list)
-    trimmed: Counter = field(default_factory=Counter)
-    padded: Counter = field(default_factory=Counter)
-    retried: int = 0
-
-    def __str__(self) -> str:
-        reasons = Counter(reason.split(":", 1)[0] for reason in self.failed.values())
-        text = f"aligned {self.num_done} utterances ({self.num_frames} frames), failed {len(self.failed)}"
-        text += f" ({', '.join(f'{k}: {v}' for k, v in sorted(reasons.items()))})" if reasons else ""
-        adjust = [f"trimmed {k} frame(s) in {v}" for k, v in sorted(self.trimmed.items())]
-        adjust += [f"padded {k} frame(s) in {v}" for k, v in sorted(self.padded.items())]
-        text += f"; {', '.join(adjust)}" if adjust else "; no frame adjustments"
-        if self.retried:
-            text += f"; {self.retried} needed wider beams"
-        if self.without_text:
-            text += f"; {len(self.without_text)} without text"
-        if self.text_without_audio:
-            text += f"; {len(self.text_without_audio)} text lines without audio"
-        return text
-
-
-def _feature_frames(n_samples: int, rate: int, config: FeatureConfig) -> int:
-    """Frames :func:`prepare_data_dir` computes for this audio (after its resampling, if any)."""
-    opts = config.resolved_options()
-    target = config.sample_rate or rate
-    if target != rate:  # torchaudio's resample output length
-        n_samples = math.ceil(target * n_samples / rate)
-    return count_frames(
-        n_samples, target, frame_length=opts["frame_length"], frame_shift=opts["frame_shift"],
-        snip_edges=opts["snip_edges"],
-    )  # fmt: skip
-
-
-def _write_ctm(path: Path, rows: list[tuple[str, Segment]]) -> None:
-    """Kaldi CTM: ``utt 1 start duration label`` in seconds."""
-    with open(path, "w", encoding="utf-8") as handle:
-        for utt, seg in rows:
-            start, dur = seg.start * FRAME_SHIFT_MS / 1000, (seg.end - seg.start) * FRAME_SHIFT_MS / 1000
-            handle.write(f"{utt} 1 {start:.2f} {dur:.2f} {seg.label}\n")
-
-
-def align_data_dir(
-    source: str | Path,
-    out_dir: str | Path,
-    *,
-    text: str | Path | Mapping[str, str] | None = None,
-    segments: str | Path | None = None,
-    utt2num_frames: str | Path | Mapping[str, str] | None = None,
-    config: FeatureConfig | None = None,
-    aligner: PocketsphinxAligner | None = None,
-    strict: bool = False,
-    allow_pipes: bool = False,
-    progress: bool = True,
-) -> AlignSummary:
-    """Aligns every utterance of a data directory (or ``wav.scp`` / audio folder) and writes a pdf-id archive.
-
-    Written to ``out_dir``: ``ali.ark`` + ``ali.scp`` (int32 vectors of senone ids, one per feature frame, keys in
-    C-locale order: what the data layer reads as pdf-id alignments), ``num_pdfs`` (the aligner's senone count),
-    ``silence_pdfs`` (the silence senone ids), ``phones.ctm`` / ``words.ctm`` (segments in seconds) and ``align.log``
-    (the summary, every failed utterance with its reason, words missing from the dictionary).
-
-    Args:
-        source: A data directory (its ``wav.scp``, ``segments``, ``text`` and ``utt2num_frames`` are used unless
-            given), a ``wav.scp`` or a folder of audio files.
-        out_dir: Output folder (created; no whitespace in its path).
-        text: Transcripts (file or mapping).
-        segments: Kaldi ``segments`` file.
-        utt2num_frames: Feature frames per utterance (file or mapping), e.g. from :func:`~.features.prepare_data_dir`.
-            Without it they are computed from the audio with ``config``.
-        config: The feature configuration the frames must match (default: :class:`~.features.FeatureConfig`'s
-            defaults at each file's rate). Its frame shift must be 10 ms.
-        aligner: A configured aligner (default: ``PocketsphinxAligner()``).
-        strict: Raise on the first utterance that cannot be aligned instead of recording it in the summary.
-        allow_pipes: Run ``wav.scp`` shell commands (refused by default).
-        progress: Show a progress bar (rich).
-
-    Returns:
-        The summary (also logged, and written to ``align.log``).
-
-    Raises:
-        KaldiDataError: No transcripts, bad tables, shell pipes without ``allow_pipes``, nothing aligned.
-        AlignmentError | AudioError: With ``strict=True``, the first utterance that fails.
-    """
-    src = Path(source)
-    is_data_dir = src.is_dir() and (src / "wav.scp").is_file()
-    if is_data_dir:
-        if text is None and (src / "text").is_file():
-            text = src / "text"
-        if utt2num_frames is None and (src / "utt2num_frames").is_file():
-            utt2num_frames = src / "utt2num_frames"
-    texts = read_mapping(text)
-    if texts is None:
-        raise KaldiDataError(f"{src}: no transcripts: pass text= (a Kaldi 'text' file or a mapping)")
-    frames_of = read_mapping(utt2num_frames)
-    config = config or FeatureConfig()
-    shift = float(config.resolved_options()["frame_shift"])
-    if shift != FRAME_SHIFT_MS:
-        raise ValueError(f"the aligner labels 10 ms frames; the feature config has frame_shift={shift:g}")
-    aligner = aligner or PocketsphinxAligner()
-    out = Path(out_dir).absolute()
-    if any(ch.isspace() for ch in str(out)):
-        raise ValueError(f"out_dir must not contain whitespace (Kaldi specifiers split on it), got {str(out)!r}")
-
-    utts = list_utterances(src, segments=segments)
-    for utt in utts:
-        refuse_pipe(utt.spec, allow_pipes=allow_pipes, source=utt.source)
-    summary = AlignSummary(out_dir=out)
-    summary.without_text = [u.utt_id for u in utts if u.utt_id not in texts]
-    summary.text_without_audio = c_sorted(set(texts) - {u.utt_id for u in utts})
-    todo = [u for u in utts if u.utt_id in texts]
-    out.mkdir(parents=True, exist_ok=True)
-    phones_ctm: list[tuple[str, Segment]] = []
-    words_ctm: list[tuple[str, Segment]] = []
-    writer = kaldi_native_io.Int32VectorWriter(f"ark,scp:{out / 'ali.ark'},{out / 'ali.scp'}")
-    try:
-        with torch_threads(1), progress_bar(progress, len(todo), "aligning") as advance:
-            for utt in todo:
-                try:
-                    wave, rate = load_utterance(utt, channel=config.channel, allow_pipes=allow_pipes)
-                    if frames_of is None:
-                        wanted = _feature_frames(len(wave), rate, config)
-                    elif utt.utt_id in frames_of:
-                        wanted = int(frames_of[utt.utt_id])
-                    else:
-                        message = f"{utt2num_frames}: no frame count for utterance {utt.utt_id!r}"
-                        raise AlignmentError(message, "no-frames")
-                    result = aligner.align(wave, rate, texts[utt.utt_id], wanted, utterance=utt.utt_id)
-                except (AlignmentError, AudioError) as err:
-                    if strict:
-                        raise
-                    summary.failed[utt.utt_id] = f"{err.reason}: {err}"
-                    if err.reason == "oov":
-                        summary.oov_words.update(aligner.missing_words(texts[utt.utt_id]))
-                    log.warning("not aligned: %s", err)
-                    advance()
-                    continue
-                writer.write(utt.utt_id, result.senones.tolist())
-                phones_ctm += [(utt.utt_id, seg) for seg in result.phones]
-                words_ctm += [(utt.utt_id, seg) for seg in result.words]
-                summary.num_done += 1
-                summary.num_frames += len(result.senones)
-                summary.retried += result.retries > 0
-                if result.frames_trimmed:
-                    summary.trimmed[result.frames_trimmed] += 1
-                if result.frames_padded:
-                    summary.padded[result.frames_padded] += 1
-                advance()
-    finally:
-        writer.close()
-    if summary.num_done == 0:
-        raise KaldiDataError(f"{src}: no utterance could be aligned ({len(summary.failed)} failed; see the log)")
-    _write_ctm(out / "phones.ctm", phones_ctm)
-    _write_ctm(out / "words.ctm", words_ctm)
-    (out / "num_pdfs").write_text(f"{aligner.num_senones}\n", encoding="utf-8")
-    (out / "silence_pdfs").write_text(" ".join(map(str, aligner.silence_senones)) + "\n", encoding="utf-8")
-    lines = [f"# {src} -> {out}", str(summary)]
-    lines += [f"failed {utt} {reason}" for utt, reason in sorted(summary.failed.items())]
-    lines += [f"oov {word} {count}" for word, count in summary.oov_words.most_common()]
-    lines += [f"no-text {utt}" for utt in summary.without_text]
-    lines += [f"no-audio {utt}" for utt in summary.text_without_audio]
-    (out / "align.log").write_text("\n".join(lines) + "\n", encoding="utf-8")
-    log.info("%s: %s", out, summary)
-    return summary

@@ -12,8 +12,8 @@ The numbers come from :mod:`torchaudio.compliance.kaldi`, fed the way Kaldi's ``
   built here must be reproducible bit for bit, so dithering is off unless asked for; digital silence then hits
   Kaldi's own floor (``log(FLT_EPSILON)``) instead of ``-inf``.
 
-Reading audio lives in :mod:`lightning_rectifier.audio`; writing Kaldi data directories from audio in
-:mod:`lightning_rectifier.prepare`.
+Reading audio lives in :mod:`lightning_rectifier.frontend.audio`; writing Kaldi data directories from audio in
+:mod:`lightning_rectifier.frontend.prepare`.
 """
 
 from __future__ import annotations
@@ -361,7 +361,7 @@ class FeatureConfig:
 
     def to_kaldi_conf(self) -> str:
         """Every option (defaults included) in Kaldi's ``--name=value`` form, for ``conf/mfcc.conf``."""
-        lines = [f"# written by lightning_rectifier.features ({self.kind}); dither off unless set"]
+        lines = [f"# written by lightning_rectifier.frontend.features ({self.kind}); dither off unless set"]
         if self.sample_rate is not None:
             lines.append(f"--sample-frequency={self.sample_rate}")
         if self.channel != -1:

@@ -9,10 +9,16 @@ import numpy as np
 import pytest
 import soundfile
 
-from lightning_rectifier.audio import AudioError, list_utterances, load_utterance
-from lightning_rectifier.features import FeatureConfig, compute_fbank, compute_mfcc, default_options, num_frames
+from lightning_rectifier.frontend.audio import AudioError, list_utterances, load_utterance
+from lightning_rectifier.frontend.features import (
+    FeatureConfig,
+    compute_fbank,
+    compute_mfcc,
+    default_options,
+    num_frames,
+)
 
-FSDD = Path(__file__).parent / "fixtures" / "fsdd"
+FSDD = Path(__file__).parents[1] / "fixtures" / "fsdd"
 WAVS = sorted(FSDD.glob("*.wav"))
 WORDS = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
 
@@ -132,7 +138,7 @@ def test_resampling_8k_to_16k() -> None:
 
 
 def test_feature_config_files(tmp_path: Path) -> None:
-    conf = Path(__file__).parent / "fixtures" / "mini_librispeech" / "conf" / "mfcc.conf"  # real Kaldi recipe conf
+    conf = Path(__file__).parents[1] / "fixtures" / "mini_librispeech" / "conf" / "mfcc.conf"  # real Kaldi recipe conf
     cfg = FeatureConfig.load(conf)
     assert cfg.kind == "mfcc" and cfg.options == {"use_energy": False}
     yaml_file = tmp_path / "mfcc.yaml"

@@ -17,12 +17,12 @@ from typing import Any
 import kaldi_native_io
 import numpy as np
 
-from lightning_rectifier._runtime import c_sorted, progress_bar, torch_threads
-from lightning_rectifier.audio import AudioError, list_utterances, load_utterance, read_mapping
 from lightning_rectifier.data.errors import KaldiDataError, refuse_pipe
 from lightning_rectifier.data.kaldi_io import read_features
+from lightning_rectifier.data.runtime import c_sorted, progress_bar, torch_threads
 from lightning_rectifier.data.transforms import compute_cmvn_stats
-from lightning_rectifier.features import FeatureConfig
+from lightning_rectifier.frontend.audio import AudioError, list_utterances, load_utterance, read_mapping
+from lightning_rectifier.frontend.features import FeatureConfig
 
 __all__ = ["PrepareSummary", "accumulate_cmvn", "prepare_data_dir"]
 

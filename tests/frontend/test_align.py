@@ -9,18 +9,17 @@ import soundfile
 
 pytest.importorskip("pocketsphinx")
 
-from lightning_rectifier.align import (
+from lightning_rectifier.data.errors import KaldiDataError
+from lightning_rectifier.frontend.align import (
     AlignmentError,
     PocketsphinxAligner,
     SphinxModel,
-    _read_text_mdef,
     align_data_dir,
 )
-from lightning_rectifier.data.errors import KaldiDataError
-from lightning_rectifier.features import compute_mfcc
-from lightning_rectifier.prepare import prepare_data_dir
+from lightning_rectifier.frontend.features import compute_mfcc
+from lightning_rectifier.frontend.prepare import prepare_data_dir
 
-FSDD = Path(__file__).parent / "fixtures" / "fsdd"
+FSDD = Path(__file__).parents[1] / "fixtures" / "fsdd"
 WAVS = sorted(FSDD.glob("*.wav"))
 WORDS = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
 
@@ -191,7 +190,8 @@ AA   -   -   - n/a    0    0    1    2    N
 SIL  -   -   - filler 1    3    4    5    N
 T    -   -   - n/a    2    6    7    8    N
 """
-    model = _read_text_mdef(text)
+    (tmp_path / "mdef").write_text(text)
+    model = SphinxModel.read(tmp_path)  # the text form
     assert model.num_senones == 9 and model.silence_senones == (3, 4, 5) and model.ci_phones == ("AA", "SIL", "T")
     (tmp_path / "mdef").write_bytes(b"BMDF garbage")
     with pytest.raises(KaldiDataError, match="not a Sphinx mdef file"):
@@ -204,7 +204,7 @@ def test_prepare_then_align_then_the_datamodule_reads_it(tmp_path: Path) -> None
     from lightning_rectifier.data.datamodule import AlignedFramesDataModule
 
     words = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
-    wavs = sorted((Path(__file__).parent / "fixtures" / "fsdd").glob("*.wav"))
+    wavs = sorted((Path(__file__).parents[1] / "fixtures" / "fsdd").glob("*.wav"))
     (tmp_path / "wav.scp").write_text("".join(f"{w.stem} {w}\n" for w in wavs))
     (tmp_path / "text").write_text("".join(f"{w.stem} {words[int(w.stem[0])]}\n" for w in wavs))
     (tmp_path / "utt2spk").write_text("".join(f"{w.stem} {w.stem.split('_')[1]}\n" for w in wavs))

@@ -14,7 +14,8 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 
 from lightning_rectifier.cli import main
 from lightning_rectifier.data.datamodule import AlignedFramesDataModule
-from lightning_rectifier.inference import AcousticModel, compute_loglikelihoods, decode_directory, demo_graph
+from lightning_rectifier.decode.acoustic_model import AcousticModel, compute_loglikelihoods
+from lightning_rectifier.decode.directory import decode_directory, demo_graph
 from lightning_rectifier.module import SenoneClassifier
 
 pytest.importorskip("kaldi_decoder")
@@ -143,7 +144,7 @@ def test_decoding_without_a_graph_needs_a_demo_model(tmp_path: Path, ami_data_di
 def test_test_with_a_decoding_callback_logs_wer(checkpoint: Path, tmp_path: Path) -> None:
     from lightning.pytorch.loggers import CSVLogger
 
-    from lightning_rectifier.inference import DecodeTestSet
+    from lightning_rectifier.callbacks import DecodeTestSet
 
     model = AcousticModel.load(checkpoint)
     dm = model.datamodule("fsdd:test", test_dir="fsdd:test")
@@ -165,7 +166,7 @@ def test_test_with_a_decoding_callback_logs_wer(checkpoint: Path, tmp_path: Path
 
 
 def test_decode_test_set_without_a_graph_needs_a_demo_model(ami_data_dir: Path) -> None:
-    from lightning_rectifier.inference import DecodeTestSet
+    from lightning_rectifier.callbacks import DecodeTestSet
 
     class Fake:
         datamodule = AlignedFramesDataModule(train_dir=str(ami_data_dir))

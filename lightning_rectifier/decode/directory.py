@@ -1,0 +1,190 @@
+"""From a checkpoint and a data directory to words and word error rate: the graph, the decoder, the output files.
+
+The decoding graph is a Kaldi ``HCLG.fst`` (with ``words.txt`` and, for transition-id graphs, ``final.mdl``), a graph
+file labelled with senone ids + 1, or, for models trained on the embedded demo corpus, the corpus's digit grammar
+built from its senone lexicon. :class:`~lightning_rectifier.callbacks.DecodeTestSet` does the same inside
+``lightning-rectifier test``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from lightning_rectifier.decode.acoustic_model import AcousticModel, Precision, compute_loglikelihoods
+
+__all__ = ["DecodeReport", "decode_directory", "demo_graph", "graph_builder", "load_graph"]
+
+log = logging.getLogger(__name__)
+
+
+def demo_graph(num_senones: int, grammar: Literal["word", "loop"] = "loop", insertion_penalty: float = 0.0) -> Any:
+    """The embedded corpus's digit grammar: its senone lexicon, optional silence, self-loops from its alignments."""
+    from lightning_rectifier.data.demo import lexicon_path, resolve_data_dir, silence_senones
+    from lightning_rectifier.data.kaldi_io import read_alignments
+    from lightning_rectifier.decode import build_graph, estimate_self_loop_probs
+    from lightning_rectifier.decode.lexicon import read_lexicon
+
+    alignments = [v for _, v in read_alignments(f"scp:{resolve_data_dir('fsdd:train')}/ali.scp")]
+    return build_graph(
+        read_lexicon(lexicon_path()),
+        grammar,
+        num_senones=num_senones,
+        silence=list(silence_senones()),
+        self_loop_prob=estimate_self_loop_probs(alignments, num_senones),
+        insertion_penalty=insertion_penalty,
+    )
+
+
+def load_graph(
+    graph: str,
+    *,
+    num_senones: int,
+    words: str | None = None,
+    transition_model: str | None = None,
+) -> Any:
+    """A Kaldi ``HCLG.fst`` over transition-ids (with ``transition_model``) or a graph over senone ids + 1."""
+    from lightning_rectifier.decode import DecodingGraph, read_kaldi_graph, read_words
+
+    if transition_model is not None:
+        return read_kaldi_graph(graph, transition_model, words)
+    words_path = words or str(Path(graph).parent / "words.txt")
+    return DecodingGraph.read(graph, read_words(words_path), num_senones)
+
+
+def graph_builder(
+    *,
+    num_senones: int,
+    graph: str | None = None,
+    words: str | None = None,
+    transition_model: str | None = None,
+    trained_on_demo: bool = False,
+    grammar: Literal["word", "loop"] = "loop",
+) -> Callable[[float], Any]:
+    """A function from insertion penalty to decoding graph: ``graph`` loaded once, or the demo digit grammar.
+
+    Raises:
+        ValueError: Without ``graph`` for a model not trained on the embedded corpus (there is no default grammar).
+    """
+    if graph is not None:
+        loaded = load_graph(graph, num_senones=num_senones, words=words, transition_model=transition_model)
+        return lambda penalty: loaded.with_insertion_penalty(penalty) if penalty else loaded
+    if not trained_on_demo:
+        raise ValueError(
+            "no decoding graph given, and the model was not trained on the embedded demo corpus whose digit grammar"
+            " would be used: pass a graph (HCLG.fst with words.txt, and final.mdl for transition-id graphs)"
+        )
+    return lambda penalty: demo_graph(num_senones, grammar, penalty)
+
+
+@dataclass
+class DecodeReport:
+    """What ``decode`` did: hypotheses, WER (when the data has transcripts) and the settings used."""
+
+    hypotheses: dict[str, str]
+    wer: dict[str, Any] | None
+    settings: dict[str, Any]
+    files: list[str] = field(default_factory=list)
+
+
+def decode_directory(
+    checkpoint: str,
+    data_dir: str,
+    out_dir: str,
+    *,
+    graph: str | None = None,
+    words: str | None = None,
+    transition_model: str | None = None,
+    grammar: Literal["word", "loop"] = "loop",
+    acoustic_scale: float = 0.1,
+    insertion_penalty: float = 0.0,
+    beam: float = 13.0,
+    max_active: int = 7000,
+    num_workers: int = 0,
+    tune_dir: str | None = None,
+    write_loglikes: bool = False,
+    device: str = "auto",
+    precision: Precision = "32",
+) -> DecodeReport:
+    """Decodes a data directory with a trained model: ``hyp.txt``, ``ali.ark`` and, given a transcript, ``wer.json``.
+
+    With ``tune_dir`` (a validation data directory with a ``text``), acoustic scale and insertion penalty are first
+    chosen by a grid search there (as Kaldi's scoring does over LM weight and word insertion penalty).
+    Writes only into ``out_dir`` (the command line's default is the run's ``eval/<data>/decode``, see
+    :mod:`lightning_rectifier.cli.run_layout`).
+    """
+    from lightning_rectifier.data.datadir import read_kaldi_map
+    from lightning_rectifier.data.demo import resolve_data_dir
+    from lightning_rectifier.data.kaldi_io import write_alignments
+    from lightning_rectifier.decode import Decoder, DecoderOptions, grid_search, word_error_rate, write_text
+    from lightning_rectifier.decode.export import write_loglikelihoods
+
+    model = AcousticModel.load(checkpoint)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    build = graph_builder(
+        num_senones=model.num_senones,
+        graph=graph,
+        words=words,
+        transition_model=transition_model,
+        trained_on_demo=model.trained_on_demo,
+        grammar=grammar,
+    )
+    settings: dict[str, Any] = {"acoustic_scale": acoustic_scale, "insertion_penalty": insertion_penalty}
+    if tune_dir is not None:
+        tune_likelihoods, _ = compute_loglikelihoods(model, tune_dir, device=device, precision=precision)
+        references = read_kaldi_map(Path(resolve_data_dir(tune_dir)) / "text", multi=True)
+        search = grid_search(
+            build,
+            tune_likelihoods,
+            references,
+            options=DecoderOptions(beam=beam, max_active=max_active),
+            num_workers=num_workers,
+        )
+        settings = {"acoustic_scale": search.acoustic_scale, "insertion_penalty": search.insertion_penalty}
+        (out / "grid.json").write_text(json.dumps(search.to_dict(), indent=2) + "\n")
+        log.info("tuned on %s: acoustic scale %s, insertion penalty %s", tune_dir, *settings.values())
+    decoding_graph = build(settings["insertion_penalty"])
+    likelihoods, _ = compute_loglikelihoods(model, data_dir, device=device, precision=precision)
+    if write_loglikes:
+        write_loglikelihoods(f"ark,scp:{out / 'loglikes.ark'},{out / 'loglikes.scp'}", likelihoods)
+    decoder = Decoder(
+        decoding_graph, DecoderOptions(beam=beam, max_active=max_active, acoustic_scale=settings["acoustic_scale"])
+    )
+    result = decoder.decode_many(likelihoods, num_workers=num_workers)
+    hypotheses = result.text()
+    write_text(out / "hyp.txt", hypotheses)
+    write_alignments(
+        f"ark,scp:{out / 'ali.ark'},{out / 'ali.scp'}", ((k, h.alignment) for k, h in result.hypotheses.items())
+    )
+    log.info(
+        "decoded %d utterances (%d frames) at %.0f frames/s (%.0fx real time), %d without a final state",
+        len(hypotheses),
+        result.num_frames,
+        result.frames_per_second,
+        1.0 / max(result.real_time_factor, 1e-12),
+        len(result.not_final),
+    )
+    files = ["hyp.txt", "ali.ark", "ali.scp"] + (["loglikes.ark", "loglikes.scp"] if write_loglikes else [])
+    failed = result.not_final  # no path to a final state, or no finite cost
+    (out / "failed.txt").write_text("".join(f"{key}\n" for key in failed))
+    files.append("failed.txt")
+    wer = None
+    text_file = Path(resolve_data_dir(data_dir)) / "text"
+    if text_file.exists():
+        scored = word_error_rate(read_kaldi_map(text_file, multi=True), hypotheses)
+        wer = {
+            **scored.to_dict(),
+            **settings,
+            "data_dir": data_dir,
+            "checkpoint": str(checkpoint),
+            "failed_utterances": len(failed),
+        }
+        (out / "wer.json").write_text(json.dumps(wer, indent=2) + "\n")
+        files.append("wer.json")
+        log.debug("%s", scored)  # the command line prints it
+    return DecodeReport(hypotheses, wer, settings, files)
