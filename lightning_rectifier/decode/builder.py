@@ -16,7 +16,7 @@ import numpy as np
 import numpy.typing as npt
 
 from lightning_rectifier.decode import _optional
-from lightning_rectifier.decode.graph import EPSILON, DecodingGraph, _scan
+from lightning_rectifier.decode.graph import EPSILON, DecodingGraph, fst_stats
 
 Grammar = Literal["word", "loop"] | Sequence[Sequence[str]]
 Lexicon = Mapping[str, Sequence[Sequence[int]] | Sequence[int]]
@@ -159,7 +159,41 @@ def build_graph(
         >>> graph.words, graph.max_input_label
         (['<eps>', 'no', 'yes'], 6)
     """
+    words, prons, silence_chain = _checked_chains(lexicon, silence, num_senones)
+    if not 0 <= silence_prob <= 1:
+        raise ValueError(f"expected silence_prob in [0, 1], got {silence_prob}")
+    if not math.isfinite(insertion_penalty):
+        raise ValueError(f"expected a finite insertion penalty, got {insertion_penalty}")
+    hmm = _ChainFst(_self_loop_probs(self_loop_prob, num_senones))
+    word_id = {word: key for key, word in enumerate(words) if key}
+    num_states, arcs, finals = _word_acceptor(grammar, word_id)
+    fst = hmm.fst
+    before = [fst.add_state() for _ in range(num_states)]  # before the optional silence of grammar state g
+    after = [fst.add_state() for _ in range(num_states)]  # after it: words leave from here
+    fst.start = before[0]
+    sil_prob = silence_prob if silence_chain else 0.0
+    for g in range(num_states):
+        if sil_prob < 1:
+            hmm.add_arc(before[g], 0, 0, _cost(1 - sil_prob), after[g])
+        if sil_prob > 0:
+            hmm.add_chain(before[g], after[g], silence_chain[0], 0, _cost(sil_prob))
+        if g in finals:
+            fst.set_final(after[g], 0.0)
+    for source, key, dest in arcs:
+        for chain in prons[key]:
+            hmm.add_chain(after[source], before[dest], chain, key, float(insertion_penalty))
     kaldifst = _optional.kaldifst()
+    kaldifst.connect(fst)
+    kaldifst.arcsort(fst, "ilabel")
+    return DecodingGraph.from_stats(
+        fst, words, num_senones, fst_stats(fst), source=f"build_graph({_describe(grammar)})"
+    )
+
+
+def _checked_chains(
+    lexicon: Lexicon, silence: Sequence[int] | None, num_senones: int
+) -> tuple[list[str], dict[int, list[list[int]]], list[list[int]]]:
+    """The word table, each word id's senone chains and the silence chain, checked against ``num_senones``."""
     if not lexicon:
         raise ValueError("expected a lexicon with at least one word, got an empty one")
     if int(num_senones) != num_senones or num_senones < 1:
@@ -168,8 +202,7 @@ def build_graph(
     for word in words[1:]:
         if not isinstance(word, str) or not word or word.split() != [word] or word == EPSILON:
             raise ValueError(f"expected words without whitespace (and not {EPSILON!r}), got {word!r}")
-    word_id = {word: key for key, word in enumerate(words) if key}
-    prons = {word_id[word]: _pronunciations(word, lexicon[word]) for word in words[1:]}
+    prons = {key: _pronunciations(word, lexicon[word]) for key, word in enumerate(words) if key}
     silence_chain = _pronunciations("<silence>", silence) if silence is not None else []
     for word, word_chains in [*((words[key], value) for key, value in prons.items()), ("<silence>", silence_chain)]:
         for chain in word_chains:
@@ -177,55 +210,45 @@ def build_graph(
                 raise ValueError(f"{word}: expected senone ids in 0..{num_senones - 1}, got {chain}")
     if len(silence_chain) > 1:
         raise ValueError(f"expected one silence chain, got {len(silence_chain)}")
-    if not 0 <= silence_prob <= 1:
-        raise ValueError(f"expected silence_prob in [0, 1], got {silence_prob}")
+    return words, prons, silence_chain
+
+
+def _self_loop_probs(self_loop_prob: float | npt.ArrayLike, num_senones: int) -> np.ndarray:
     loops = np.asarray(self_loop_prob, np.float64)
     loops = np.full(num_senones, float(loops)) if loops.ndim == 0 else loops
     if loops.shape != (num_senones,):
         raise ValueError(f"expected one self-loop probability or {num_senones} (one per senone), got {loops.shape}")
     if not ((loops >= 0) & (loops < 1)).all():
         raise ValueError(f"expected self-loop probabilities in [0, 1), got values from {loops.min()} to {loops.max()}")
-    if not math.isfinite(insertion_penalty):
-        raise ValueError(f"expected a finite insertion penalty, got {insertion_penalty}")
-    loop_cost = [_cost(p) for p in loops.tolist()]
-    exit_cost = [_cost(1 - p) for p in loops.tolist()]
+    return loops
 
-    fst = kaldifst.StdVectorFst()
 
-    def add_chain(source: int, dest: int, chain: list[int], olabel: int, entry_cost: float) -> None:
+class _ChainFst:
+    """An FST under construction whose words are left-to-right senone HMMs, shared by arcs into the same place."""
+
+    def __init__(self, self_loop_probs: np.ndarray) -> None:
+        self._kaldifst = _optional.kaldifst()
+        self.fst = self._kaldifst.StdVectorFst()
+        self._loop_cost = [_cost(p) for p in self_loop_probs.tolist()]
+        self._exit_cost = [_cost(1 - p) for p in self_loop_probs.tolist()]
+        self._chains: dict[tuple[int, tuple[int, ...], int], int] = {}
+
+    def add_arc(self, source: int, ilabel: int, olabel: int, cost: float, dest: int) -> None:
+        self.fst.add_arc(source, self._kaldifst.StdArc(ilabel, olabel, cost, dest))
+
+    def add_chain(self, source: int, dest: int, chain: list[int], olabel: int, entry_cost: float) -> None:
         """Adds the HMM of ``chain`` from ``source`` to ``dest``; its states are shared by arcs to the same place."""
         key = (olabel, tuple(chain), dest)
-        if key not in chains:
-            states = [fst.add_state() for _ in chain]
+        if key not in self._chains:
+            states = [self.fst.add_state() for _ in chain]
             for i, senone in enumerate(chain):
-                if loop_cost[senone] < math.inf:
-                    fst.add_arc(states[i], kaldifst.StdArc(senone + 1, 0, loop_cost[senone], states[i]))
+                if self._loop_cost[senone] < math.inf:
+                    self.add_arc(states[i], senone + 1, 0, self._loop_cost[senone], states[i])
                 if i + 1 < len(chain):
-                    fst.add_arc(states[i], kaldifst.StdArc(chain[i + 1] + 1, 0, exit_cost[senone], states[i + 1]))
-            fst.add_arc(states[-1], kaldifst.StdArc(0, 0, exit_cost[chain[-1]], dest))
-            chains[key] = states[0]
-        fst.add_arc(source, kaldifst.StdArc(chain[0] + 1, olabel, entry_cost, chains[key]))
-
-    chains: dict[tuple[int, tuple[int, ...], int], int] = {}
-    num_states, arcs, finals = _word_acceptor(grammar, word_id)
-    before = [fst.add_state() for _ in range(num_states)]  # before the optional silence of grammar state g
-    after = [fst.add_state() for _ in range(num_states)]  # after it: words leave from here
-    fst.start = before[0]
-    sil_prob = silence_prob if silence_chain else 0.0
-    for g in range(num_states):
-        if sil_prob < 1:
-            fst.add_arc(before[g], kaldifst.StdArc(0, 0, _cost(1 - sil_prob), after[g]))
-        if sil_prob > 0:
-            add_chain(before[g], after[g], silence_chain[0], 0, _cost(sil_prob))
-        if g in finals:
-            fst.set_final(after[g], 0.0)
-    for source, key, dest in arcs:
-        for chain in prons[key]:
-            add_chain(after[source], before[dest], chain, key, float(insertion_penalty))
-    kaldifst.connect(fst)
-    kaldifst.arcsort(fst, "ilabel")
-    stats = _scan(fst)
-    return DecodingGraph._trusted(fst, words, num_senones, stats, f"build_graph({_describe(grammar)})")
+                    self.add_arc(states[i], chain[i + 1] + 1, 0, self._exit_cost[senone], states[i + 1])
+            self.add_arc(states[-1], 0, 0, self._exit_cost[chain[-1]], dest)
+            self._chains[key] = states[0]
+        self.add_arc(source, chain[0] + 1, olabel, entry_cost, self._chains[key])
 
 
 def _describe(grammar: Grammar) -> str:

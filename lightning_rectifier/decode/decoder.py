@@ -25,7 +25,7 @@ import numpy as np
 import numpy.typing as npt
 
 from lightning_rectifier.decode import _optional
-from lightning_rectifier.decode.graph import DecodingGraph, read_fst
+from lightning_rectifier.decode.graph import DecodingGraph, FstStats, read_fst
 
 log = logging.getLogger(__name__)
 
@@ -316,8 +316,7 @@ class Decoder:
             path = os.path.join(tmp, "graph.fst")
             self.graph.write(path)
             graph = self.graph
-            stats = (graph.num_states, graph.num_arcs, graph.max_input_label, len(graph.words) - 1, 0)
-            init_args = (path, graph.words, graph.num_senones, stats, graph.source, self.options)
+            init_args = (path, graph.words, graph.num_senones, graph.stats, graph.source, self.options)
             context = multiprocessing.get_context("spawn")  # safe with threads (torch) in the parent
             pool = ProcessPoolExecutor(num_workers, mp_context=context, initializer=_init_worker, initargs=init_args)
             with pool:
@@ -352,12 +351,12 @@ def _init_worker(
     path: str,
     words: list[str],
     num_senones: int,
-    stats: tuple[int, int, int, int, int],
+    stats: FstStats,
     source: str,
     options: DecoderOptions,
 ) -> None:
     global _WORKER
-    graph = DecodingGraph._trusted(read_fst(path), words, num_senones, stats, source)
+    graph = DecodingGraph.from_stats(read_fst(path), words, num_senones, stats, source=source)
     _WORKER = Decoder(graph, options)
 
 

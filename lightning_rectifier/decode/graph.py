@@ -13,7 +13,7 @@ import math
 import os
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from lightning_rectifier.decode import _optional
 
@@ -61,10 +61,24 @@ def write_words(path: PathLike, words: Sequence[str]) -> None:
     Path(path).write_text("".join(f"{word} {key}\n" for key, word in enumerate(words)), encoding="utf-8")
 
 
-def _scan(fst: Any, input_labels: set[int] | None = None) -> tuple[int, int, int, int, int]:
+class FstStats(NamedTuple):
+    """What one pass over an FST's arcs finds (:func:`fst_stats`)."""
+
+    num_states: int
+    num_arcs: int
+    max_input_label: int
+    max_output_label: int
+    min_label: int
+    """The smallest input or output label of any arc (negative labels are refused by :class:`DecodingGraph`)."""
+
+
+def fst_stats(fst: Any, input_labels: set[int] | None = None) -> FstStats:
     """Counts states and arcs and finds the largest input and output label and the smallest label of any arc.
 
     Visits every arc from Python (about 2 µs each); ``input_labels``, if given, collects the input labels seen.
+
+    Raises:
+        ValueError: If the start state or an arc's destination is not a state of the FST.
     """
     kaldifst = _optional.kaldifst()
     states = sum(1 for _ in kaldifst.StateIterator(fst))
@@ -82,7 +96,13 @@ def _scan(fst: Any, input_labels: set[int] | None = None) -> tuple[int, int, int
             min_label = min(min_label, ilabel, olabel)
             if input_labels is not None:
                 input_labels.add(ilabel)
-    return num_states, num_arcs, max_in, max_out, min_label
+    return FstStats(num_states, num_arcs, max_in, max_out, min_label)
+
+
+def measured_stats(fst: Any, max_input_label: int, max_output_label: int) -> FstStats:
+    """The stats of an FST made by composition from a checked graph: sizes counted in C++, labels known."""
+    num_arcs = sum(fst.num_arcs(s) for s in range(fst.num_states))
+    return FstStats(fst.num_states, num_arcs, max_input_label, max_output_label, 0)
 
 
 class DecodingGraph:
@@ -116,23 +136,25 @@ class DecodingGraph:
         if not isinstance(fst, kaldifst.StdFst):
             raise TypeError(f"{source}: expected a kaldifst.StdFst (vector or const FST), got {type(fst).__name__}")
         try:
-            num_states, num_arcs, max_in, max_out, min_label = _scan(fst)
+            stats = fst_stats(fst)
         except ValueError as error:
             raise ValueError(f"{source}: {error}") from None
-        self._init(fst, words, num_senones, (num_states, num_arcs, max_in, max_out, min_label), source)
+        self._init(fst, words, num_senones, stats, source)
 
     @classmethod
-    def _trusted(
-        cls, fst: Any, words: Sequence[str], num_senones: int, stats: tuple[int, int, int, int, int], source: str
+    def from_stats(
+        cls, fst: Any, words: Sequence[str], num_senones: int, stats: FstStats, *, source: str = "<memory>"
     ) -> DecodingGraph:
-        """Wraps an FST whose counts and labels are already known (no second pass over its arcs)."""
+        """Wraps an FST whose :class:`FstStats` are already known, without a second pass over its arcs.
+
+        For code that builds or composes graphs and has just measured them (:func:`fst_stats`,
+        :func:`measured_stats`); the labels are checked against ``words`` and ``num_senones`` as in the constructor.
+        """
         graph = cls.__new__(cls)
         graph._init(fst, words, num_senones, stats, source)
         return graph
 
-    def _init(
-        self, fst: Any, words: Sequence[str], num_senones: int, stats: tuple[int, int, int, int, int], source: str
-    ) -> None:
+    def _init(self, fst: Any, words: Sequence[str], num_senones: int, stats: FstStats, source: str) -> None:
         words = list(words)
         if not words or words[0] != EPSILON:
             raise ValueError(f"{source}: expected a word table starting with {EPSILON!r}, got {words[:3]}")
@@ -154,6 +176,12 @@ class DecodingGraph:
             )
         self._fst, self._words, self._num_senones, self._source = fst, words, int(num_senones), source
         self._num_states, self._num_arcs, self._max_input_label = num_states, num_arcs, max_in
+        self._stats = stats
+
+    @property
+    def stats(self) -> FstStats:
+        """States, arcs and label ranges, as measured when the graph was made."""
+        return self._stats
 
     @property
     def fst(self) -> Any:
@@ -264,9 +292,8 @@ class DecodingGraph:
             costs.add_arc(state, kaldifst.StdArc(key, key, float(penalty), state))
         source = f"{self._source} + insertion penalty {penalty:g}"
         fst = compose_sorted(self._fst, costs, source)
-        num_arcs = sum(fst.num_arcs(s) for s in range(fst.num_states))
-        stats = (fst.num_states, num_arcs, self._max_input_label, len(self._words) - 1, 0)
-        return DecodingGraph._trusted(fst, self._words, self._num_senones, stats, source)
+        stats = measured_stats(fst, self._max_input_label, len(self._words) - 1)
+        return DecodingGraph.from_stats(fst, self._words, self._num_senones, stats, source=source)
 
     def __repr__(self) -> str:
         return (

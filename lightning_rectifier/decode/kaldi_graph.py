@@ -16,7 +16,16 @@ from pathlib import Path
 
 from lightning_rectifier.data.transition_model import TransitionModel
 from lightning_rectifier.decode import _optional
-from lightning_rectifier.decode.graph import DecodingGraph, PathLike, _scan, compose_sorted, read_fst, read_words
+from lightning_rectifier.decode.graph import (
+    DecodingGraph,
+    FstStats,
+    PathLike,
+    compose_sorted,
+    fst_stats,
+    measured_stats,
+    read_fst,
+    read_words,
+)
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +75,6 @@ def read_kaldi_graph(
         >>> graph.num_senones, graph.max_input_label
         (80, 1)
     """
-    kaldifst = _optional.kaldifst()
     fst_path, words_path = _locate(graph, words)
     if isinstance(model, TransitionModel):
         transition_model = model
@@ -77,40 +85,53 @@ def read_kaldi_graph(
     table = read_words(words_path)
     fst = read_fst(fst_path)
     source = os.fspath(fst_path)
-    if fst.start < 0:
+    used, original = _transition_ids_of(fst, source, transition_model, len(table), words_path)
+    tids = sorted(used - {0})
+    pdfs = transition_model.pdf_ids(tids).tolist() if tids else []
+    relabeled = compose_sorted(_pdf_to_transition_id(tids, pdfs), fst, source)  # sorts the mapper's output side
+    stats = measured_stats(relabeled, max(pdfs, default=-1) + 1, original.max_output_label)
+    log.info(
+        "%s: %d states, %d arcs, %d transition-ids -> %d pdfs",
+        source, stats.num_states, stats.num_arcs, len(tids), len(set(pdfs)),
+    )  # fmt: skip
+    return DecodingGraph.from_stats(relabeled, table, transition_model.num_pdfs, stats, source=source)
+
+
+def _transition_ids_of(
+    fst: object, source: str, transition_model: TransitionModel, num_words: int, words_path: Path
+) -> tuple[set[int], FstStats]:
+    """The input labels of a Kaldi graph and its stats, checked: transition-ids of the model, words in the table."""
+    if getattr(fst, "start", -1) < 0:
         raise ValueError(f"{source}: the FST has no start state (is it empty?)")
     used: set[int] = set()
     try:
-        _, _, max_in, max_out, min_label = _scan(fst, used)
+        stats = fst_stats(fst, used)
     except ValueError as error:
         raise ValueError(f"{source}: {error}") from None
-    if min_label < 0:
-        raise ValueError(f"{source}: expected labels >= 0, got an arc with label {min_label}")
+    if stats.min_label < 0:
+        raise ValueError(f"{source}: expected labels >= 0, got an arc with label {stats.min_label}")
     num_tids = transition_model.num_transition_ids
-    if max_in > num_tids:
+    if stats.max_input_label > num_tids:
         raise ValueError(
-            f"{source}: input label {max_in} is not a transition-id of {transition_model.source}, which has"
-            f" transition-ids 1..{num_tids}: was the graph built with another model (or does it still hold"
+            f"{source}: input label {stats.max_input_label} is not a transition-id of {transition_model.source},"
+            f" which has transition-ids 1..{num_tids}: was the graph built with another model (or does it still hold"
             " disambiguation symbols)?"
         )
-    if max_out >= len(table):
+    if stats.max_output_label >= num_words:
         raise ValueError(
-            f"{source}: output label {max_out} has no word in {os.fspath(words_path)}, which has ids"
-            f" 0..{len(table) - 1}: is the word table from another graph?"
+            f"{source}: output label {stats.max_output_label} has no word in {os.fspath(words_path)}, which has ids"
+            f" 0..{num_words - 1}: is the word table from another graph?"
         )
-    tids = sorted(used - {0})
-    pdfs = transition_model.pdf_ids(tids).tolist() if tids else []
+    return used, stats
+
+
+def _pdf_to_transition_id(tids: list[int], pdfs: list[int]) -> object:
+    """The one-state transducer ``pdf + 1 : transition-id`` that relabels a graph's input by composition."""
+    kaldifst = _optional.kaldifst()
     mapper = kaldifst.StdVectorFst()
     state = mapper.add_state()
     mapper.start = state
     mapper.set_final(state, 0.0)
     for tid, pdf in zip(tids, pdfs, strict=True):
         mapper.add_arc(state, kaldifst.StdArc(pdf + 1, tid, 0.0, state))
-    relabeled = compose_sorted(mapper, fst, source)  # sorts the mapper's output side, whatever order the graph has
-    new_states = relabeled.num_states
-    new_arcs = sum(relabeled.num_arcs(s) for s in range(new_states))
-    log.info(
-        "%s: %d states, %d arcs, %d transition-ids -> %d pdfs", source, new_states, new_arcs, len(tids), len(set(pdfs))
-    )
-    stats = (new_states, new_arcs, max(pdfs, default=-1) + 1, max_out, 0)
-    return DecodingGraph._trusted(relabeled, table, transition_model.num_pdfs, stats, source)
+    return mapper
