@@ -81,7 +81,7 @@ class DecodeTestSet(Callback):
 
     def on_test_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         """Decodes this process's share of the test utterances and logs the summed error counts."""
-        from lightning_rectifier.data.frame_store import UtteranceLoader
+        from lightning_rectifier.data.loaders import UtteranceLoader
         from lightning_rectifier.decode import Decoder, DecoderOptions, word_error_rate, write_text
 
         dm = getattr(trainer, "datamodule", None)

@@ -23,6 +23,10 @@ _LAZY = {
     "add_deltas": "lightning_rectifier.data.transforms",
     "splice": "lightning_rectifier.data.transforms",
     "FrameStore": "lightning_rectifier.data.frame_store",
+    "FrameLoader": "lightning_rectifier.data.loaders",
+    "FrameOrder": "lightning_rectifier.data.loaders",
+    "FrameShuffler": "lightning_rectifier.data.loaders",
+    "UtteranceLoader": "lightning_rectifier.data.loaders",
     "AlignedFramesDataModule": "lightning_rectifier.data.datamodule",
 }
 
@@ -38,16 +42,21 @@ if TYPE_CHECKING:
         write_alignments,
         write_features,
     )
+    from lightning_rectifier.data.loaders import FrameLoader, FrameOrder, FrameShuffler, UtteranceLoader
     from lightning_rectifier.data.transforms import add_deltas, apply_cmvn, splice
     from lightning_rectifier.data.transition_model import TransitionModel
 
 __all__ = [
     "AlignedFramesDataModule",
+    "FrameLoader",
+    "FrameOrder",
+    "FrameShuffler",
     "FrameStore",
     "KaldiDataDir",
     "KaldiDataError",
     "KaldiFormatError",
     "TransitionModel",
+    "UtteranceLoader",
     "add_deltas",
     "apply_cmvn",
     "read_alignments",

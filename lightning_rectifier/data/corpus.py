@@ -210,54 +210,13 @@ def load_frame_store(
     entries = [e for e in data.features if wanted is None or e.key in wanted]
     if alignments is not None:
         report.unused_alignments = len(alignments.keys() - {e.key for e in data.features})
-
-    # pass 1: headers and alignments only
-    kept: list[tuple[MatrixEntry, int]] = []
-    raw_dim = None
-    first_key = ""
-    for entry in entries:
-        source = where(entry.source, entry.key)
-        if entry.num_rows == 0 or entry.num_cols == 0:
-            report.skip("empty", entry.key, f"{source}: empty feature matrix ({entry.num_rows} x {entry.num_cols})")
-            continue
-        if raw_dim is None:
-            raw_dim, first_key = entry.num_cols, entry.key
-        elif entry.num_cols != raw_dim:
-            message = f"{source}: features have dimension {entry.num_cols}, expected {raw_dim} (as {first_key!r})"
-            if not skip_invalid:
-                raise KaldiDataError(message)
-            report.skip("dimension mismatch", entry.key, message)
-            continue
-        length = entry.num_rows
-        if alignments is not None:
-            labels = alignments.get(entry.key)
-            if labels is None:
-                report.skip("no alignment", entry.key, f"{source}: no alignment in {alignment_source}")
-                continue
-            difference = abs(labels.size - entry.num_rows)
-            if difference > length_tolerance:
-                message = (
-                    f"{source}: {entry.num_rows} feature frames but {labels.size} alignment frames in"
-                    f" {alignment_source} (length_tolerance={length_tolerance}; Kaldi tools often allow 5)"
-                )
-                if not skip_invalid:
-                    raise KaldiDataError(message)
-                report.skip("length mismatch", entry.key, message)
-                continue
-            report.trimmed += difference > 0
-            length = min(labels.size, entry.num_rows)
-            _check_labels(labels[:length], num_senones, entry.key, alignment_source)
-        kept.append((entry, length))
+    checks = _EntryChecks(alignments, num_senones, length_tolerance, skip_invalid, alignment_source, report)
+    kept, raw_dim = checks.usable(entries)  # pass 1: headers and alignments only
     if not kept:
         raise KaldiDataError(f"{data.path}: no usable utterances ({report.summary()})")
-    assert raw_dim is not None  # set by the first kept entry
-
     stats, stats_key = _stats_per_key(data, pipeline, [e for e, _ in kept], global_stats)
     if stats_key == "global" and stats is not None:
         report.global_stats = stats[""]
-    transforms: dict[str, tuple[np.ndarray, np.ndarray]] = {}
-
-    # pass 2: read, check, normalise, write into place
     builder = FrameStoreBuilder(
         sum(length for _, length in kept),
         len(kept),
@@ -267,18 +226,11 @@ def load_frame_store(
         dtype=_DTYPES[dtype],
         labelled=alignments is not None,
     )
-    for entry, length in kept:
+    normalise = _Normaliser(data, pipeline, stats, stats_key, raw_dim)
+    for entry, length in kept:  # pass 2: read, normalise, check, write into place
         source = where(entry.source, entry.key)
         raw = read_matrix(entry)[:length]
-        matrix, key = raw, None
-        if stats is not None:
-            key = {"speaker": data.utt2spk[entry.key], "utterance": entry.key, "global": ""}[stats_key]
-            if key not in transforms:
-                transforms[key] = _cmvn_transform(data, stats, stats_key, key, raw_dim, pipeline.norm_vars, source)
-            scale, offset = transforms[key]
-            matrix = (matrix * scale + offset).astype(np.float32)
-        if pipeline.delta_order:
-            matrix = add_deltas(matrix, pipeline.delta_order, pipeline.delta_window)
+        matrix, key = normalise(entry.key, raw, source)
         # what enters the store is checked after the whole pipeline: CMVN or deltas can make finite input non-finite
         if not np.isfinite(matrix).all():
             message = _non_finite(raw, matrix, source, stats_key, key)
@@ -292,6 +244,96 @@ def load_frame_store(
     report.done, report.frames = store.num_utterances, store.num_frames
     log.debug(report.summary())
     return store, report
+
+
+@dataclass
+class _EntryChecks:
+    """Pass 1 of :func:`load_frame_store`: which utterances are usable, from headers and alignments alone."""
+
+    alignments: dict[str, np.ndarray] | None
+    num_senones: int | None
+    length_tolerance: int
+    skip_invalid: bool
+    alignment_source: str
+    report: LoadReport
+
+    def usable(self, entries: list[MatrixEntry]) -> tuple[list[tuple[MatrixEntry, int]], int]:
+        """The usable entries with the frames to keep of each, and the feature dimension (skips are reported)."""
+        kept: list[tuple[MatrixEntry, int]] = []
+        raw_dim, first_key = 0, ""
+        for entry in entries:
+            source = where(entry.source, entry.key)
+            if entry.num_rows == 0 or entry.num_cols == 0:
+                self.report.skip(
+                    "empty", entry.key, f"{source}: empty feature matrix ({entry.num_rows} x {entry.num_cols})"
+                )
+                continue
+            if not raw_dim:
+                raw_dim, first_key = entry.num_cols, entry.key
+            elif entry.num_cols != raw_dim:
+                message = f"{source}: features have dimension {entry.num_cols}, expected {raw_dim} (as {first_key!r})"
+                self._refuse("dimension mismatch", entry.key, message)
+                continue
+            length = self._labelled_length(entry, source)
+            if length is not None:
+                kept.append((entry, length))
+        return kept, raw_dim
+
+    def _labelled_length(self, entry: MatrixEntry, source: str) -> int | None:
+        """Frames to keep (features and alignment trimmed to the shorter), or None for a skipped utterance."""
+        if self.alignments is None:
+            return entry.num_rows
+        labels = self.alignments.get(entry.key)
+        if labels is None:
+            self.report.skip("no alignment", entry.key, f"{source}: no alignment in {self.alignment_source}")
+            return None
+        difference = abs(labels.size - entry.num_rows)
+        if difference > self.length_tolerance:
+            message = (
+                f"{source}: {entry.num_rows} feature frames but {labels.size} alignment frames in"
+                f" {self.alignment_source} (length_tolerance={self.length_tolerance}; Kaldi tools often allow 5)"
+            )
+            self._refuse("length mismatch", entry.key, message)
+            return None
+        self.report.trimmed += difference > 0
+        length = min(labels.size, entry.num_rows)
+        _check_labels(labels[:length], self.num_senones, entry.key, self.alignment_source)
+        return length
+
+    def _refuse(self, reason: str, key: str, message: str) -> None:
+        if not self.skip_invalid:
+            raise KaldiDataError(message)
+        self.report.skip(reason, key, message)
+
+
+class _Normaliser:
+    """Pass 2's transform of one utterance: CMVN with its speaker's (utterance's, the global) statistics, deltas."""
+
+    def __init__(
+        self,
+        data: KaldiDataDir,
+        pipeline: FeaturePipeline,
+        stats: dict[str, np.ndarray] | None,
+        stats_key: str,
+        raw_dim: int,
+    ) -> None:
+        self.data, self.pipeline, self.stats, self.stats_key, self.raw_dim = data, pipeline, stats, stats_key, raw_dim
+        self.transforms: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+
+    def __call__(self, utterance: str, raw: np.ndarray, source: str) -> tuple[np.ndarray, str | None]:
+        """The normalised features and the statistics key used (None without CMVN)."""
+        matrix, key = raw, None
+        if self.stats is not None:
+            key = {"speaker": self.data.utt2spk[utterance], "utterance": utterance, "global": ""}[self.stats_key]
+            if key not in self.transforms:
+                self.transforms[key] = _cmvn_transform(
+                    self.data, self.stats, self.stats_key, key, self.raw_dim, self.pipeline.norm_vars, source
+                )
+            scale, offset = self.transforms[key]
+            matrix = (matrix * scale + offset).astype(np.float32)
+        if self.pipeline.delta_order:
+            matrix = add_deltas(matrix, self.pipeline.delta_order, self.pipeline.delta_window)
+        return matrix, key
 
 
 def _cmvn_transform(

@@ -23,8 +23,9 @@ from lightning_rectifier.data.corpus import FeaturePipeline, LoadReport, StoreDt
 from lightning_rectifier.data.datadir import KaldiDataDir
 from lightning_rectifier.data.demo import resolve_data_dir
 from lightning_rectifier.data.errors import KaldiDataError
-from lightning_rectifier.data.frame_store import FrameLoader, FrameStore, UtteranceLoader
+from lightning_rectifier.data.frame_store import FrameStore
 from lightning_rectifier.data.kaldi_io import read_alignments
+from lightning_rectifier.data.loaders import FrameLoader, UtteranceLoader
 from lightning_rectifier.data.runtime import torch_threads
 from lightning_rectifier.data.transition_model import TransitionModel
 

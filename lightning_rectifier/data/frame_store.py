@@ -1,4 +1,4 @@
-"""The frame store: a whole corpus as contiguous tensors, and the loaders that cut it into batches.
+"""The frame store: a whole corpus as contiguous tensors, gathered into spliced batches by frame index.
 
 Frame-level training shuffles individual frames across the corpus, so per-utterance datasets waste most of their
 time in Python. Here every utterance's (normalised) features sit in one (frames, dim) tensor with utterance
@@ -6,15 +6,12 @@ offsets; a batch is a vector of frame indices, and its spliced input is gathered
 context indices clamped to the frame's own utterance (Kaldi's edge repetition). The gather runs wherever the store
 lives, so moving the store to the GPU moves splicing there too.
 
-:class:`FrameLoader` is sized and stateful (``state_dict`` / ``load_state_dict``): Lightning saves its position in
-checkpoints, so a run resumed mid-epoch sees exactly the batches an uninterrupted run would have seen.
+The loaders that cut a store into batches live in :mod:`lightning_rectifier.data.loaders`.
 """
 
 from __future__ import annotations
 
-import math
-from collections.abc import Iterator
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 import torch
 from torch import Tensor
@@ -281,203 +278,19 @@ class FrameStoreBuilder:
         )
 
 
-class FrameShuffler:
-    """Decides which frames each batch holds: a fresh global permutation per epoch, split over processes.
-
-    The permutation of epoch ``e`` depends only on ``(seed, e)``, so every process draws the same one and takes a
-    disjoint, interleaved share of equal length (``num_frames // world_size`` frames; the few frames left over
-    differ from epoch to epoch). Without shuffling, frames are taken in store order, each process a contiguous part
-    (validation, testing).
-
-    Args:
-        num_frames: Frames in the store.
-        batch_size: Frames per batch (per process).
-        shuffle: Shuffle every epoch.
-        seed: Base seed of the permutations.
-        rank: This process's rank.
-        world_size: Number of processes.
-        drop_last: Drop the last, smaller batch.
-    """
-
-    def __init__(
-        self,
-        num_frames: int,
-        batch_size: int,
-        *,
-        shuffle: bool = True,
-        seed: int = 0,
-        rank: int = 0,
-        world_size: int = 1,
-        drop_last: bool = False,
-    ) -> None:
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        if not 0 <= rank < world_size:
-            raise ValueError(f"rank must be in [0, world_size={world_size}), got {rank}")
-        if num_frames < world_size:
-            raise ValueError(f"{num_frames} frames cannot be split over {world_size} processes")
-        self.num_frames, self.batch_size, self.shuffle, self.seed = num_frames, batch_size, shuffle, seed
-        self.rank, self.world_size, self.drop_last = rank, world_size, drop_last
-        self.epoch = 0
-
-    def set_epoch(self, epoch: int) -> None:
-        """Selects the permutation of ``epoch`` (Lightning calls this before each training epoch)."""
-        self.epoch = epoch
-
-    def _my_frames(self) -> tuple[int, int]:
-        """First and end frame of this process's evaluation share (contiguous; sizes differ by at most one)."""
-        return self.rank * self.num_frames // self.world_size, (self.rank + 1) * self.num_frames // self.world_size
-
-    def __len__(self) -> int:
-        if self.shuffle:
-            count = self.num_frames // self.world_size
-        else:
-            start, end = self._my_frames()
-            count = end - start
-        return count // self.batch_size if self.drop_last else math.ceil(count / self.batch_size)
-
-    def batches(self, skip: int = 0) -> Iterator[Tensor]:
-        """Yields the frame-index tensors of this process's batches, after skipping ``skip`` of them.
-
-        When shuffling, process ``r`` takes every ``world_size``-th frame of the permutation starting at ``r``, so
-        step ``b`` of all processes together covers exactly the frames of step ``b`` of a single process with a
-        ``world_size`` times larger batch: DDP training matches single-process training at the combined batch size.
-        """
-        if self.shuffle:
-            generator = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
-            dtype = torch.int32 if self.num_frames < 2**31 else torch.int64
-            share = self.num_frames // self.world_size
-            order = torch.randperm(self.num_frames, generator=generator, dtype=dtype)[: share * self.world_size]
-            order = order[self.rank :: self.world_size]
-        else:
-            order = torch.arange(*self._my_frames())
-        for b in range(skip, len(self)):
-            yield order[b * self.batch_size : (b + 1) * self.batch_size].long()
+_MOVED_TO_LOADERS = ("FrameShuffler", "FrameLoader", "UtteranceLoader")
 
 
-class FrameLoader:
-    """An iterable of :class:`FrameBatch` over a :class:`FrameStore`; sized and resumable mid-epoch.
+def __getattr__(name: str) -> object:
+    if name in _MOVED_TO_LOADERS:  # moved in 0.2; the old import path works until 0.3
+        import warnings
 
-    Each pass over the loader is one epoch and draws the next permutation; the loader counts its passes itself and
-    keeps the count and its position in ``state_dict``, which Lightning saves in checkpoints. A run resumed from any
-    checkpoint (mid-epoch or at an epoch's end) therefore sees exactly the batches an uninterrupted run would, however
-    the trainer numbers its epochs. Lightning looks for ``set_epoch`` on ``loader.sampler``; there is none on purpose:
-    use ``loader.shuffler.set_epoch`` to choose the first epoch's permutation by hand.
+        from lightning_rectifier.data import loaders
 
-    Example:
-        >>> store = FrameStore.from_utterances({"u": torch.randn(10, 2)}, {"u": torch.arange(10)}, left_context=0,
-        ...                                    right_context=0)
-        >>> loader = FrameLoader(store, batch_size=4, seed=1)
-        >>> [batch.targets.numel() for batch in loader], loader.state_dict()["epoch"]
-        ([4, 4, 2], 0)
-        >>> _ = list(loader); loader.state_dict()["epoch"]
-        1
-    """
-
-    def __init__(
-        self,
-        store: FrameStore,
-        batch_size: int,
-        *,
-        shuffle: bool = True,
-        seed: int = 0,
-        rank: int = 0,
-        world_size: int = 1,
-        drop_last: bool = False,
-    ) -> None:
-        self.store = store
-        self.shuffler = FrameShuffler(
-            store.num_frames,
-            batch_size,
-            shuffle=shuffle,
-            seed=seed,
-            rank=rank,
-            world_size=world_size,
-            drop_last=drop_last,
+        warnings.warn(
+            f"lightning_rectifier.data.frame_store.{name} moved to lightning_rectifier.data.loaders",
+            DeprecationWarning,
+            stacklevel=2,
         )
-        self._position = 0  # batches handed out in the current pass
-        self._started = False  # whether a pass has begun (the next one is then a new epoch)
-        self._resume: dict[str, int] | None = None
-
-    def __len__(self) -> int:
-        return len(self.shuffler)
-
-    def __iter__(self) -> Iterator[FrameBatch]:
-        shuffler = self.shuffler
-        epoch, skip = shuffler.epoch + (1 if self._started else 0), 0
-        if self._resume is not None:
-            epoch, skip = self._resume["epoch"], self._resume["position"]
-            if skip >= len(self):  # saved at the end of that epoch: continue with the next one
-                epoch, skip = epoch + 1, 0
-            self._resume = None
-        shuffler.set_epoch(epoch)
-        self._started, self._position = True, skip
-        for index in shuffler.batches(skip):
-            self._position += 1
-            yield self.store.gather(index)
-
-    def state_dict(self) -> dict[str, Any]:
-        """The epoch, the position in it, and what they depend on."""
-        s = self.shuffler
-        return {
-            "epoch": s.epoch,
-            "position": self._position,
-            "seed": s.seed,
-            "num_frames": s.num_frames,
-            "batch_size": s.batch_size,
-            "world_size": s.world_size,
-        }
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Resumes at the saved epoch and position on the next iteration.
-
-        Raises:
-            ValueError: If the data, batch size, seed or process count differ from the saved run's, since the
-                saved position would then point at other frames.
-        """
-        s = self.shuffler
-        for name, current in (
-            ("num_frames", s.num_frames),
-            ("batch_size", s.batch_size),
-            ("seed", s.seed),
-            ("world_size", s.world_size),
-        ):
-            if state.get(name) != current:
-                raise ValueError(
-                    f"cannot resume the frame loader: the checkpoint was saved with {name}={state.get(name)},"
-                    f" this run has {name}={current} (the data order would differ)"
-                )
-        self._resume = {"epoch": int(state["epoch"]), "position": int(state["position"])}
-
-
-class UtteranceLoader:
-    """An iterable of :class:`UtteranceBatch`: whole utterances in store order, packed up to ``max_frames``.
-
-    Utterances are never split; one longer than ``max_frames`` forms a batch of its own. With several processes,
-    each takes every ``world_size``-th utterance.
-    """
-
-    def __init__(self, store: FrameStore, max_frames: int = 8192, *, rank: int = 0, world_size: int = 1) -> None:
-        if max_frames < 1:
-            raise ValueError(f"max_frames must be >= 1, got {max_frames}")
-        self.store, self.max_frames = store, max_frames
-        mine = list(range(rank, store.num_utterances, world_size))
-        lengths = store.offsets.diff().tolist()
-        self._groups: list[list[int]] = []
-        current: list[int] = []
-        frames = 0
-        for i in mine:
-            if current and frames + lengths[i] > max_frames:
-                self._groups.append(current)
-                current, frames = [], 0
-            current.append(i)
-            frames += lengths[i]
-        if current:
-            self._groups.append(current)
-
-    def __len__(self) -> int:
-        return len(self._groups)
-
-    def __iter__(self) -> Iterator[UtteranceBatch]:
-        for group in self._groups:
-            yield self.store.utterances(group)
+        return getattr(loaders, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from lightning_rectifier.data.frame_store import FrameLoader, FrameShuffler, FrameStore, UtteranceLoader
+from lightning_rectifier.data.frame_store import FrameStore
+from lightning_rectifier.data.loaders import FrameLoader, FrameShuffler, UtteranceLoader
 from lightning_rectifier.data.transforms import splice
 
 
