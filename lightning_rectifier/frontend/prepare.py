@@ -9,19 +9,17 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
-import kaldi_native_io
 import numpy as np
 
 from lightning_rectifier.data.errors import KaldiDataError, refuse_pipe
-from lightning_rectifier.data.kaldi_io import read_features
+from lightning_rectifier.data.kaldi_io import read_features, write_features, write_matrices
 from lightning_rectifier.data.runtime import c_sorted, progress_bar, torch_threads
 from lightning_rectifier.data.transforms import compute_cmvn_stats
-from lightning_rectifier.frontend.audio import AudioError, list_utterances, load_utterance, read_mapping
+from lightning_rectifier.frontend.audio import AudioError, Utterance, list_utterances, load_utterance, read_mapping
 from lightning_rectifier.frontend.features import FeatureConfig
 
 __all__ = ["PrepareSummary", "accumulate_cmvn", "prepare_data_dir"]
@@ -173,7 +171,6 @@ def prepare_data_dir(
     out = Path(out_dir).absolute()
     if any(ch.isspace() for ch in str(out)):
         raise ValueError(f"out_dir must not contain whitespace (Kaldi specifiers split on it), got {str(out)!r}")
-
     utts = list_utterances(source, segments=segments)
     for utt in utts:  # before any work: never run a command by surprise
         refuse_pipe(utt.spec, allow_pipes=allow_pipes, source=utt.source)
@@ -186,88 +183,27 @@ def prepare_data_dir(
                 f"{utt2spk if not isinstance(utt2spk, Mapping) else 'utt2spk'}: no speaker for {len(missing)}"
                 f" utterance(s) of {source}, e.g. {missing[:3]}"
             )
-
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "conf").mkdir(exist_ok=True)
-    summary = PrepareSummary(out_dir=out)
-    num_frames_of: dict[str, int] = {}
-    duration_of: dict[str, float] = {}
-    spec = f"ark,scp:{out / 'feats.ark'},{out / 'feats.scp'}"
-    writer: Any = kaldi_native_io.CompressedMatrixWriter(spec) if compress else kaldi_native_io.FloatMatrixWriter(spec)
-    try:
-        with torch_threads(num_threads), progress_bar(progress, len(utts), f"{config.kind} features") as advance:
-            for utt in utts:
-                try:
-                    wave, rate = load_utterance(
-                        utt, sample_rate=config.sample_rate, resample=config.resample, channel=config.channel,
-                        allow_pipes=allow_pipes,
-                    )  # fmt: skip
-                    if config.sample_rate is None:
-                        config.sample_rate = rate  # the first file fixes the rate for the rest
-                    try:
-                        feats = config.compute(wave, rate)
-                    except ValueError as err:
-                        raise AudioError(f"{utt.source}, utterance {utt.utt_id!r}: {err}", "too-short") from err
-                except AudioError as err:
-                    if not skip_bad:
-                        raise
-                    summary.skipped[utt.utt_id] = f"{err.reason}: {err}"
-                    log.warning("skipping utterance %s: %s", utt.utt_id, err)
-                    advance()
-                    continue
-                if compress:
-                    writer.write(utt.utt_id, feats, kaldi_native_io.CompressionMethod.kAutomaticMethod)
-                else:
-                    writer.write(utt.utt_id, feats)
-                num_frames_of[utt.utt_id] = feats.shape[0]
-                duration_of[utt.utt_id] = len(wave) / rate
-                advance()
-    finally:
-        writer.close()
-    if not num_frames_of:
-        raise KaldiDataError(f"{source}: no utterance could be processed ({len(summary.skipped)} skipped)")
-
-    done = c_sorted(num_frames_of)
-    spk_of = {u: (speakers[u] if speakers is not None else u) for u in done}
-    _write_table(out / "utt2spk", ((u, spk_of[u]) for u in done))
-    spk2utt: dict[str, list[str]] = {}
-    for u in done:
-        spk2utt.setdefault(spk_of[u], []).append(u)
-    _write_table(out / "spk2utt", ((s, " ".join(spk2utt[s])) for s in c_sorted(spk2utt)))
-    _write_table(out / "utt2num_frames", ((u, str(num_frames_of[u])) for u in done))
-    _write_table(out / "utt2dur", ((u, f"{duration_of[u]:.4f}") for u in done))
-    (out / "frame_shift").write_text(f"{config.frame_shift_seconds:g}\n", encoding="utf-8")
-    kept = {u.utt_id: u for u in utts if u.utt_id in num_frames_of}
-    recordings = {u.recording: u.spec for u in kept.values()}
-    _write_table(out / "wav.scp", ((r, recordings[r]) for r in c_sorted(recordings)))
-    if any(u.recording != u.utt_id or u.end is not None or u.start > 0 for u in kept.values()):
-        _write_table(
-            out / "segments",
-            (
-                (u, f"{kept[u].recording} {kept[u].start:g} {-1 if kept[u].end is None else kept[u].end:g}")
-                for u in done
-            ),
+    (out / "conf").mkdir(parents=True, exist_ok=True)
+    run = _FeatureRun(config, skip_bad, allow_pipes, PrepareSummary(out_dir=out))
+    with torch_threads(num_threads), progress_bar(progress, len(utts), f"{config.kind} features") as advance:
+        write_features(
+            f"ark,scp:{out / 'feats.ark'},{out / 'feats.scp'}",
+            run.features(utts, advance),
+            compression="auto" if compress else None,
         )
-    if texts is not None:
-        _write_table(out / "text", ((u, texts[u]) for u in done if u in texts))
-        summary.text_without_audio = c_sorted(set(texts) - {u.utt_id for u in utts})
-        summary.audio_without_text = [u for u in done if u not in texts]
-    (out / "conf" / f"{config.kind}.conf").write_text(config.to_kaldi_conf(), encoding="utf-8")
-    (out / "conf" / "features.yaml").write_text(config.to_yaml(), encoding="utf-8")
-
+    if not run.num_frames:
+        raise KaldiDataError(f"{source}: no utterance could be processed ({len(run.summary.skipped)} skipped)")
+    done = c_sorted(run.num_frames)
+    spk_of = {u: (speakers[u] if speakers is not None else u) for u in done}
+    run.write_tables(out, utts, done, spk_of, texts)
     stats = accumulate_cmvn(f"scp:{out / 'feats.scp'}", spk_of)
-    cmvn_writer = kaldi_native_io.DoubleMatrixWriter(f"ark,scp:{out / 'cmvn.ark'},{out / 'cmvn.scp'}")
-    try:
-        for spk in c_sorted(stats):
-            cmvn_writer.write(spk, stats[spk])
-    finally:
-        cmvn_writer.close()
+    write_matrices(f"ark,scp:{out / 'cmvn.ark'},{out / 'cmvn.scp'}", ((spk, stats[spk]) for spk in c_sorted(stats)))
     if relative_paths:
         _relativize_scp(out / "feats.scp", out)
         _relativize_scp(out / "cmvn.scp", out)
-
+    summary = run.summary
     summary.num_done = len(done)
-    summary.num_frames = sum(num_frames_of.values())
+    summary.num_frames = sum(run.num_frames.values())
     log.info("%s: %s", out, summary)
     for what, ids in (
         ("text lines without audio", summary.text_without_audio),
@@ -276,3 +212,75 @@ def prepare_data_dir(
         if ids:
             log.warning("%s: %d utterance(s) %s, e.g. %s", out, len(ids), what, ids[:5])
     return summary
+
+
+@dataclass
+class _FeatureRun:
+    """One :func:`prepare_data_dir` call: features utterance by utterance, then the tables that describe them."""
+
+    config: FeatureConfig
+    skip_bad: bool
+    allow_pipes: bool
+    summary: PrepareSummary
+    num_frames: dict[str, int] = field(default_factory=dict)
+    duration: dict[str, float] = field(default_factory=dict)
+
+    def features(self, utts: list[Utterance], advance: Callable[[], None]) -> Iterator[tuple[str, np.ndarray]]:
+        """(utterance, features) in order; bad audio is skipped and counted with ``skip_bad``, else raised."""
+        config = self.config
+        for utt in utts:
+            try:
+                wave, rate = load_utterance(
+                    utt, sample_rate=config.sample_rate, resample=config.resample, channel=config.channel,
+                    allow_pipes=self.allow_pipes,
+                )  # fmt: skip
+                if config.sample_rate is None:
+                    config.sample_rate = rate  # the first file fixes the rate for the rest
+                try:
+                    feats = config.compute(wave, rate)
+                except ValueError as err:
+                    raise AudioError(f"{utt.source}, utterance {utt.utt_id!r}: {err}", "too-short") from err
+            except AudioError as err:
+                if not self.skip_bad:
+                    raise
+                self.summary.skipped[utt.utt_id] = f"{err.reason}: {err}"
+                log.warning("skipping utterance %s: %s", utt.utt_id, err)
+                advance()
+                continue
+            self.num_frames[utt.utt_id] = feats.shape[0]
+            self.duration[utt.utt_id] = len(wave) / rate
+            advance()
+            yield utt.utt_id, feats
+
+    def write_tables(
+        self,
+        out: Path,
+        utts: list[Utterance],
+        done: list[str],
+        spk_of: Mapping[str, str],
+        texts: Mapping[str, str] | None,
+    ) -> None:
+        """The tables of the utterances that have features: ``utt2spk`` ... ``text``, ``segments`` and ``conf/``."""
+        _write_table(out / "utt2spk", ((u, spk_of[u]) for u in done))
+        spk2utt: dict[str, list[str]] = {}
+        for u in done:
+            spk2utt.setdefault(spk_of[u], []).append(u)
+        _write_table(out / "spk2utt", ((s, " ".join(spk2utt[s])) for s in c_sorted(spk2utt)))
+        _write_table(out / "utt2num_frames", ((u, str(self.num_frames[u])) for u in done))
+        _write_table(out / "utt2dur", ((u, f"{self.duration[u]:.4f}") for u in done))
+        (out / "frame_shift").write_text(f"{self.config.frame_shift_seconds:g}\n", encoding="utf-8")
+        kept = {u.utt_id: u for u in utts if u.utt_id in self.num_frames}
+        recordings = {u.recording: u.spec for u in kept.values()}
+        _write_table(out / "wav.scp", ((r, recordings[r]) for r in c_sorted(recordings)))
+        if any(u.recording != u.utt_id or u.end is not None or u.start > 0 for u in kept.values()):
+            _write_table(
+                out / "segments",
+                ((u, f"{kept[u].recording} {kept[u].start:g} {-1 if kept[u].end is None else kept[u].end:g}")
+                 for u in done),
+            )  # fmt: skip
+        if texts is not None:
+            _write_table(out / "text", ((u, texts[u]) for u in done if u in texts))
+            self.summary.text_without_audio = c_sorted(set(texts) - {u.utt_id for u in utts})
+            self.summary.audio_without_text = [u for u in done if u not in texts]
+        (out / "conf" / f"{self.config.kind}.conf").write_text(self.config.to_kaldi_conf(), encoding="utf-8")
+        (out / "conf" / "features.yaml").write_text(self.config.to_yaml(), encoding="utf-8")
