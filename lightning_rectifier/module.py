@@ -5,8 +5,10 @@ momentum (the paper trained with plain SGD; momentum is Kaldi nnet1's choice). A
 injected from YAML through ``OptimizerCallable`` / ``LRSchedulerCallable``; plateau schedulers such as
 :class:`~lightning_rectifier.schedulers.NewbobLR` are monitored on ``val/loss`` and may stop training.
 
-Validation logs what the paper reports: frame cross-entropy (``val/loss``), frame error and accuracy, and per hidden
-layer the mean activation probability and dispersion, all reduced exactly across DDP processes by torchmetrics.
+Validation logs frame cross-entropy (``val/loss``), frame error and accuracy, reduced exactly across DDP processes by
+torchmetrics. The paper's hidden-unit statistics (activation probability, dispersion) are measured in one place,
+:class:`~lightning_rectifier.callbacks.DispersionMonitor` (the command line adds it), which reads the module's
+``hidden_layers``, ``nonlinearity`` and ``saturation``.
 ``predict_step`` returns per-utterance log-posteriors and prior-scaled log-likelihoods for decoding.
 """
 
@@ -22,8 +24,7 @@ from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import Tensor
 from torch.optim.lr_scheduler import ReduceLROnPlateau
 
-from lightning_rectifier.metrics import Dispersion, FrameCrossEntropy, FrameErrorRate
-from lightning_rectifier.metrics.functional import NONLINEARITIES
+from lightning_rectifier.metrics import FrameCrossEntropy, FrameErrorRate
 from lightning_rectifier.nn import DNNAcousticModel, Nonlinearity
 
 
@@ -54,7 +55,8 @@ class SenoneClassifier(L.LightningModule):
         optimizer: Any optimizer (from YAML: ``class_path`` + ``init_args``); default SGD with Nesterov momentum.
         lr_scheduler: Any scheduler; plateau schedulers (``NewbobLR``, ``ReduceLROnPlateau``) watch ``monitor``.
         monitor: Metric a plateau scheduler watches.
-        saturation: Activation rule for tanh / sigmoid units in the sparsity metrics (paper's "neg" or "both").
+        saturation: Activation rule for tanh / sigmoid units (paper's "neg" or "both") that
+            :class:`~lightning_rectifier.callbacks.DispersionMonitor` applies to this module's hidden layers.
         input_norm: Normalise the spliced input to zero mean and unit variance with statistics of the training
             frames, as Kaldi nnet1's feature transform does (``<AddShift>`` + ``<Rescale>``); set from the datamodule
             when fitting, saved in the checkpoint and applied in every forward pass (test, predict, decode). False:
@@ -99,28 +101,13 @@ class SenoneClassifier(L.LightningModule):
         # the input transform: x -> (x - mean) / std, identity until set from the training frames
         self.register_buffer("input_mean", torch.zeros(input_dim))
         self.register_buffer("input_inv_std", torch.ones(input_dim))
-        rule = nonlinearity if nonlinearity in NONLINEARITIES else "relu"
-        if rule != nonlinearity:
-            warnings.warn(
-                f"nonlinearity {nonlinearity!r} has no activation rule; sparsity metrics count h > 0 as active",
-                stacklevel=2,
-            )
         # not a buffer: DDP would broadcast rank 0's value over every other rank's at each forward
         self.train_loss_sum = torch.zeros((), dtype=torch.float64)
         self.train_frames = 0
         self._resumed_epoch: int | None = None  # the epoch whose running loss a checkpoint restored
         self.metrics = torch.nn.ModuleDict(
             {
-                stage: torch.nn.ModuleDict(
-                    {
-                        "loss": FrameCrossEntropy(),
-                        "frame_error": FrameErrorRate(),
-                        **{
-                            f"layer_{i + 1}": Dispersion(hidden_dim, nonlinearity=rule, saturation=saturation)
-                            for i in range(num_layers)
-                        },
-                    }
-                )
+                stage: torch.nn.ModuleDict({"loss": FrameCrossEntropy(), "frame_error": FrameErrorRate()})
                 for stage in ("val", "test")
             }
         )
@@ -149,6 +136,11 @@ class SenoneClassifier(L.LightningModule):
     def nonlinearity(self) -> str:
         """Name of the hidden nonlinearity."""
         return self.model.nonlinearity
+
+    @property
+    def saturation(self) -> str:
+        """Activation rule of tanh / sigmoid units for the hidden-unit statistics ("neg" or "both")."""
+        return str(self.hparams["saturation"])
 
     def normalise(self, features: Tensor) -> Tensor:
         """The input transform (see ``input_norm``); the identity when it is off."""
@@ -260,12 +252,10 @@ class SenoneClassifier(L.LightningModule):
 
     def _evaluate(self, stage: str, batch: Any) -> None:
         features, targets = self._unpack(batch)
-        logits, hidden = self.model(self.normalise(features), return_hidden=True)
+        logits = self(features)
         metrics = self._metrics(stage)
         metrics["loss"].update(logits, targets)
         metrics["frame_error"].update(logits, targets)
-        for i, h in enumerate(hidden):
-            metrics[f"layer_{i + 1}"].update(h)
 
     def _log_evaluation(self, stage: str) -> None:
         metrics = self._metrics(stage)
@@ -274,10 +264,6 @@ class SenoneClassifier(L.LightningModule):
             f"{stage}/frame_error": metrics["frame_error"].compute(),
         }
         values[f"{stage}/frame_accuracy"] = 1.0 - values[f"{stage}/frame_error"]
-        for i in range(self._h.num_layers):
-            layer = metrics[f"layer_{i + 1}"].compute()
-            values[f"{stage}/layer_{i + 1}/activation_probability"] = layer["mean_activation_probability"]
-            values[f"{stage}/layer_{i + 1}/dispersion"] = layer["dispersion"]
         for metric in metrics.values():
             metric.reset()
         # already reduced across processes by torchmetrics' compute()
@@ -286,11 +272,11 @@ class SenoneClassifier(L.LightningModule):
         self.log_dict({k: v.float() for k, v in values.items() if k not in shown}, sync_dist=False)
 
     def validation_step(self, batch: Any, batch_idx: int) -> None:
-        """Accumulates cross-entropy, frame error and per-layer sparsity over the validation frames."""
+        """Accumulates cross-entropy and frame error over the validation frames."""
         self._evaluate("val", batch)
 
     def on_validation_epoch_end(self) -> None:
-        """Logs ``val/loss``, ``val/frame_error``, ``val/frame_accuracy`` and ``val/layer_{i}/...``."""
+        """Logs ``val/loss``, ``val/frame_error`` and ``val/frame_accuracy``."""
         self._log_evaluation("val")
 
     def test_step(self, batch: Any, batch_idx: int) -> None:

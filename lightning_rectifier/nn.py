@@ -18,7 +18,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-Nonlinearity = Literal["tanh", "sigmoid", "relu", "leaky_relu", "prelu", "elu", "gelu"]
+Nonlinearity = Literal["relu", "leaky_relu", "prelu", "elu", "gelu", "silu", "tanh", "sigmoid"]
+"""The built-in hidden nonlinearities: the one vocabulary of the package (the network, the metrics' activation rules,
+the callbacks and the command line all take these names)."""
 NONLINEARITIES: tuple[str, ...] = get_args(Nonlinearity)
 InitScheme = Literal["kaiming", "xavier"]
 
@@ -137,6 +139,7 @@ register_nonlinearity("leaky_relu", nn.LeakyReLU, init="kaiming", gain=_leaky_ga
 register_nonlinearity("prelu", _prelu, init="kaiming", gain=_leaky_gain)
 register_nonlinearity("elu", nn.ELU, init="kaiming")
 register_nonlinearity("gelu", nn.GELU, init="kaiming")
+register_nonlinearity("silu", nn.SiLU, init="kaiming")
 
 
 def _init_linear(layer: nn.Linear, scheme: Literal["kaiming", "xavier", "torch"], gain: float) -> None:

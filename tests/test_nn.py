@@ -23,6 +23,7 @@ REFERENCE = {
     "prelu": lambda x: F.prelu(x, torch.tensor([0.01])),
     "elu": F.elu,
     "gelu": F.gelu,
+    "silu": F.silu,
 }
 # expected He / Glorot gains, by hand
 GAIN = {
@@ -33,6 +34,7 @@ GAIN = {
     "prelu": math.sqrt(2 / (1 + 0.01**2)),
     "elu": math.sqrt(2),
     "gelu": math.sqrt(2),
+    "silu": math.sqrt(2),
 }
 SATURATING = {"tanh", "sigmoid"}
 
@@ -45,7 +47,15 @@ def registry(monkeypatch):
 
 def test_builtin_names_are_all_covered():
     assert set(NONLINEARITIES) == set(REFERENCE) == set(GAIN)
-    assert NONLINEARITIES == ("tanh", "sigmoid", "relu", "leaky_relu", "prelu", "elu", "gelu")
+    assert NONLINEARITIES == ("relu", "leaky_relu", "prelu", "elu", "gelu", "silu", "tanh", "sigmoid")
+
+
+def test_one_vocabulary_for_the_network_and_the_metrics():
+    from lightning_rectifier.metrics import functional
+    from lightning_rectifier.metrics.hidden import ACTIVATION_TYPES
+
+    assert functional.NONLINEARITIES is NONLINEARITIES and functional.Nonlinearity is lr_nn.Nonlinearity
+    assert set(ACTIVATION_TYPES.values()) == set(NONLINEARITIES)  # every name has an activation rule and a module
 
 
 @pytest.mark.parametrize("name", NONLINEARITIES)

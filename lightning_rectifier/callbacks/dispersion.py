@@ -1,5 +1,9 @@
 """DispersionMonitor: the paper's hidden-unit analysis (Figure 2), measured on the forward passes training already does.
 
+This is the one place the package measures hidden-unit statistics: ``SenoneClassifier`` logs loss and frame error
+only, :class:`~lightning_rectifier.callbacks.RunSummary` and ``compare`` read the keys logged here, and the figure and
+``.npz`` files are written by :mod:`lightning_rectifier.callbacks.figures` from the same counts.
+
 Forward hooks on the hidden layers count, per unit, on how many frames the unit was active (Maas et al. 2013: ReL
 ``h > 0``; tanh ``h > -0.95`` or ``-0.95 < h < 0.95``). The hooks exist only while a measurement is running and stop
 counting once ``num_frames`` frames are seen, so the cost is a comparison and a sum over at most ``num_frames`` frames
@@ -14,11 +18,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, cast
 
-import numpy as np
 import torch
 from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.callbacks import Callback
-from lightning.pytorch.loggers import TensorBoardLogger, WandbLogger
 from lightning.pytorch.trainer.states import TrainerFn
 from lightning.pytorch.utilities import rank_zero_warn
 from lightning.pytorch.utilities.exceptions import MisconfigurationException
@@ -27,17 +29,18 @@ from torch import Tensor, nn
 from torch.utils.hooks import RemovableHandle
 from typing_extensions import override
 
-from lightning_rectifier.callbacks.figures import activation_probability_figure, write_npz
+from lightning_rectifier.callbacks.figures import activation_probability_figure, log_figure, save_probabilities
 from lightning_rectifier.metrics import ActivationProbability
 from lightning_rectifier.metrics.functional import (
-    NONLINEARITIES,
-    Nonlinearity,
-    _activation_probability_compute,
-    _dispersion_compute,
+    SATURATIONS,
+    Saturation,
+    activation_probability_compute,
+    dispersion_compute,
 )
-from lightning_rectifier.metrics.hidden import HiddenLayer, find_hidden_layers, metric_key
+from lightning_rectifier.metrics.hidden import HiddenLayer, resolve_hidden_layers
+from lightning_rectifier.nn import NONLINEARITIES
 
-Stage = Literal["validation", "train"]
+Stage = Literal["validation", "train", "test"]
 _STATS = ("mean_activation_probability", "dispersion", "dead_units", "always_on_units")
 _NEEDS = (
     "DispersionMonitor finds activation modules (nn.ReLU, nn.Tanh, ...) by itself; for a network without them, pass"
@@ -91,6 +94,8 @@ class DispersionMonitor(Callback):
       ~0.14 for tanh on the last of 4 layers; low = activity spread evenly over units),
     - ``{prefix}/layer_{i}/dead_units`` and ``{prefix}/layer_{i}/always_on_units``: units active on none / all frames.
 
+    ``test`` is measured the same way and logged as ``{prefix}/test/layer_{i}/...`` (no files are written for it).
+
     With ``every_n_train_steps=N`` it also measures training forward passes: from each global step that is a multiple
     of N (0 included) until ``num_frames`` frames are counted, then logs the same statistics as
     ``{prefix}/train/layer_{i}/...`` straight to the loggers at the current global step (so ``log_every_n_steps``
@@ -128,7 +133,8 @@ class DispersionMonitor(Callback):
             the validation data in loader order, or all of them if there are fewer.
         every_n_train_steps: Also measure on training batches from every N-th global step; ``None``: validation only.
         saturation: For tanh / sigmoid: "neg" counts a unit as active unless saturated at its off asymptote, "both"
-            unless saturated at either asymptote (the paper shows both for tanh).
+            unless saturated at either asymptote (the paper shows both for tanh). ``None``: the module's
+            ``saturation`` attribute when it has one (``SenoneClassifier``'s ``saturation``), else "neg".
         threshold: Where tanh saturates (``|h| >= threshold``); the paper uses 0.95.
         layers: Module paths (as for ``pl_module.get_submodule``) or glob patterns of the modules whose outputs are
             the hidden activations, first hidden layer first; default: the module's ``hidden_layers``, else every
@@ -157,7 +163,7 @@ class DispersionMonitor(Callback):
         self,
         num_frames: int = 10_000,
         every_n_train_steps: int | None = None,
-        saturation: Literal["neg", "both"] = "neg",
+        saturation: Literal["neg", "both"] | None = None,
         threshold: float = 0.95,
         layers: list[str] | None = None,
         nonlinearity: str | list[str] | None = None,
@@ -169,8 +175,8 @@ class DispersionMonitor(Callback):
         _check_positive_int("num_frames", num_frames)
         if every_n_train_steps is not None:
             _check_positive_int("every_n_train_steps", every_n_train_steps)
-        if saturation not in ("neg", "both"):
-            raise ValueError(f"Expected saturation to be 'neg' or 'both', got {saturation!r}.")
+        if saturation is not None and saturation not in SATURATIONS:
+            raise ValueError(f"Expected saturation to be 'neg', 'both' or None, got {saturation!r}.")
         if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not 0.0 < threshold <= 1.0:
             raise ValueError(f"Expected threshold in (0, 1], got {threshold!r}.")
         if layers is not None and (
@@ -197,6 +203,7 @@ class DispersionMonitor(Callback):
         self.num_frames = num_frames
         self.every_n_train_steps = every_n_train_steps
         self.saturation = saturation
+        self._saturation: Saturation = saturation or "neg"  # resolved in setup
         self.threshold = float(threshold)
         self.layers = list(layers) if layers is not None else None
         self.nonlinearity = nonlinearity if isinstance(nonlinearity, (str, type(None))) else list(nonlinearity)
@@ -209,6 +216,8 @@ class DispersionMonitor(Callback):
         self.last_metrics: dict[str, float] = {}
         self.last_train_probabilities: dict[int, Tensor] = {}
         self.last_train_metrics: dict[str, float] = {}
+        self.last_test_probabilities: dict[int, Tensor] = {}
+        self.last_test_metrics: dict[str, float] = {}
         self._evaluations = 0  # validations measured, for plot_every_n_evaluations
         self._undrawn: tuple[Path, int, int] | None = None  # the last saved evaluation, when its figure is not drawn
         self._hidden: list[HiddenLayer] = []
@@ -226,8 +235,15 @@ class DispersionMonitor(Callback):
 
     @override
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
-        if stage not in ("fit", "validate"):
+        if stage not in ("fit", "validate", "test"):
             return
+        saturation = self.saturation or getattr(pl_module, "saturation", None) or "neg"
+        if saturation not in SATURATIONS:
+            raise MisconfigurationException(
+                f"DispersionMonitor: {type(pl_module).__name__}.saturation is {saturation!r}; expected one of"
+                f" {', '.join(SATURATIONS)}"
+            )
+        self._saturation = cast("Saturation", saturation)
         self._hidden, self._keys = self._resolve_layers(pl_module)
         self._counters.clear()  # layer widths may differ from a previous run
         self._last_train_start = -1
@@ -254,6 +270,20 @@ class DispersionMonitor(Callback):
         # Lightning warning about unsynced epoch-level logs under DDP
         pl_module.log_dict(self.last_metrics, on_step=False, on_epoch=True, sync_dist=True, reduce_fx="max")
         self._save(trainer, result.frames)
+
+    @override
+    def on_test_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        if self._hidden:
+            self._start("test", trainer, pl_module)
+
+    @override
+    def on_test_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        if "test" not in self._running:
+            return
+        result = self._finish(trainer, "test")
+        if result is not None:
+            self.last_test_probabilities, self.last_test_metrics = result.probabilities, result.metrics
+            pl_module.log_dict(self.last_test_metrics, on_step=False, on_epoch=True, sync_dist=True, reduce_fx="max")
 
     @override
     def on_train_batch_start(self, trainer: Trainer, pl_module: LightningModule, batch: Any, batch_idx: int) -> None:
@@ -303,69 +333,24 @@ class DispersionMonitor(Callback):
 
     def _resolve_layers(self, pl_module: LightningModule) -> tuple[list[HiddenLayer], list[str]]:
         """The hidden layers and their names in logged keys (see the class docstring for the three ways)."""
-        attribute = getattr(pl_module, "nonlinearity", None)
-        hidden = getattr(pl_module, "hidden_layers", None)
-        self._discovered = False
-        if self.layers is None and hidden is not None:
-            modules = self._hidden_sequence(pl_module, hidden)
-            given = self.nonlinearity if isinstance(self.nonlinearity, list) else [self.nonlinearity] * len(modules)
-            if len(given) != len(modules):
-                raise MisconfigurationException(
-                    f"DispersionMonitor got {len(given)} nonlinearities for the {len(modules)} hidden layers of"
-                    f" {type(pl_module).__name__}"
-                )
-            names = [name if name is not None else attribute for name in given]
-            layers = [
-                HiddenLayer(f"hidden_layers.{i}", module, self._known_rule(name))
-                for i, (module, name) in enumerate(zip(modules, names, strict=True))
-            ]
-            self._nonlinearity = ", ".join(dict.fromkeys(str(name) for name in names))
-            return layers, [f"layer_{i}" for i in range(1, len(layers) + 1)]
         try:
-            layers = find_hidden_layers(
-                pl_module,
-                self.layers,
-                self.nonlinearity,
-                self.pre_activation,
-                default_nonlinearity=attribute if isinstance(attribute, str) else None,
+            resolved = resolve_hidden_layers(
+                pl_module, self.layers, self.nonlinearity, self.pre_activation, warn=self._warn_unknown_rule
             )
         except ValueError as error:
-            where = type(pl_module).__name__
-            raise MisconfigurationException(f"DispersionMonitor on {where}: {error}. " + _NEEDS) from error
-        self._discovered = self.layers is None
-        self._nonlinearity = ", ".join(dict.fromkeys(layer.nonlinearity for layer in layers))
-        return layers, [metric_key(layer.name) for layer in layers]
-
-    def _known_rule(self, name: Any) -> Nonlinearity:
-        if not isinstance(name, str) or not name:
             raise MisconfigurationException(
-                f"DispersionMonitor could not tell the hidden nonlinearity (got {name!r}). " + _NEEDS
-            )
-        if name in NONLINEARITIES:
-            return cast("Nonlinearity", name)
+                f"DispersionMonitor on {type(pl_module).__name__}: {error}. " + _NEEDS
+            ) from error
+        self._discovered, self._nonlinearity = resolved.discovered, resolved.nonlinearity
+        return resolved.layers, resolved.keys
+
+    def _warn_unknown_rule(self, name: str) -> None:
         if name not in self._warned_unknown:
             self._warned_unknown.add(name)
             rank_zero_warn(
                 f"DispersionMonitor does not know the nonlinearity {name!r}: a unit counts as active when its output"
                 f" is > 0 (the rectifier rule). Known: {', '.join(NONLINEARITIES)}."
             )
-        return "relu"
-
-    @staticmethod
-    def _hidden_sequence(pl_module: LightningModule, hidden: Any) -> list[nn.Module]:
-        if isinstance(hidden, nn.Module) and not hasattr(hidden, "__iter__"):
-            modules = [hidden]  # a single hidden layer
-        else:
-            try:
-                modules = list(hidden)  # ModuleList, Sequential, list, tuple
-            except TypeError:
-                modules = []
-        if not modules or not all(isinstance(module, nn.Module) for module in modules):
-            raise MisconfigurationException(
-                f"{type(pl_module).__name__}.hidden_layers must be a non-empty sequence of torch modules,"
-                f" got {hidden!r}. " + _NEEDS
-            )
-        return modules
 
     def _start(self, stage: Stage, trainer: Trainer, pl_module: LightningModule) -> None:
         self._stop(stage)
@@ -398,7 +383,7 @@ class DispersionMonitor(Callback):
             h = layer.activations(output.detach().reshape(-1, output.shape[-1])[:needed])  # the frames still needed
             counter = measurement.metrics[index]
             if counter is None:
-                counter = ActivationProbability(h.shape[-1], layer.nonlinearity, self.saturation, self.threshold)
+                counter = ActivationProbability(h.shape[-1], layer.nonlinearity, self._saturation, self.threshold)
                 measurement.metrics[index] = counter.to(h.device)
             counter.update(h)
             measurement.seen[index] += h.shape[0]
@@ -419,7 +404,7 @@ class DispersionMonitor(Callback):
         if self._discovered and sorted(measurement.order) == list(range(len(self._hidden))):
             self._reorder(measurement)
         counters = cast("list[ActivationProbability]", measurement.metrics)
-        scope = f"{self.logging_prefix}/" + ("train/" if stage == "train" else "")
+        scope = f"{self.logging_prefix}/" + {"train": "train/", "test": "test/"}.get(stage, "")
         probabilities: dict[int, Tensor] = {}
         metrics: dict[str, float] = {}
         counted: list[int] = []
@@ -427,8 +412,8 @@ class DispersionMonitor(Callback):
             with counter.sync_context():  # sums the counts over processes; no-op on one
                 active, frames = counter.active.clone(), counter.frames.clone()
             with torch.inference_mode(False):  # a plain tensor for the user even when validating in inference mode
-                probabilities[layer] = _activation_probability_compute(active, frames).cpu().clone()
-            stats = _dispersion_compute(active, frames)
+                probabilities[layer] = activation_probability_compute(active, frames).cpu().clone()
+            stats = dispersion_compute(active, frames)
             metrics.update({f"{scope}{key}/{name}": float(stats[name]) for name in _STATS})
             counted.append(int(frames))
         return _Result(probabilities, metrics, counted)
@@ -466,23 +451,11 @@ class DispersionMonitor(Callback):
         run_dir = trainer.log_dir or trainer.default_root_dir  # log_dir is a broadcast: every rank asks
         if not trainer.is_global_zero or getattr(trainer, "fast_dev_run", False):  # a smoke run writes no files
             return
-        out = Path(run_dir) / self.logging_prefix
-        out.mkdir(parents=True, exist_ok=True)
         epoch, step = trainer.current_epoch, trainer.global_step
-        stem = f"epoch{epoch:03d}-step{step:06d}"
-        arrays: dict[str, Any] = {f"layer_{i}": p.numpy() for i, p in self.last_probabilities.items()}
-        arrays.update(
-            nonlinearity=np.str_(self._nonlinearity),
-            saturation=np.str_(self.saturation),
-            threshold=np.float64(self.threshold),
-            epoch=np.int64(epoch),
-            step=np.int64(step),
-            frames=np.asarray(frames, dtype=np.int64),
-            names=np.asarray(self._keys, dtype=np.str_),
-        )
-        write_npz(out / f"{stem}.npz", arrays)
-        write_npz(out / "latest.npz", arrays)
-        self._undrawn = (out / f"{stem}.png", epoch, step)
+        metadata = {"nonlinearity": self._nonlinearity, "saturation": self._saturation, "threshold": self.threshold,
+                    "epoch": epoch, "step": step, "frames": frames, "names": self._keys}  # fmt: skip
+        stem = save_probabilities(Path(run_dir) / self.logging_prefix, self.last_probabilities, metadata)
+        self._undrawn = (stem.with_suffix(".png"), epoch, step)
         every = self.plot_every_n_evaluations
         fitting = trainer.state.fn == TrainerFn.FITTING
         if self.plot and (not fitting or (every is not None and self._evaluations % every == 0)):
@@ -501,15 +474,10 @@ class DispersionMonitor(Callback):
             curves[f"{label} (dispersion {value:.3f})"] = p.numpy()
         rule = self._nonlinearity
         if any(layer.nonlinearity in ("tanh", "sigmoid") for layer in self._hidden):
-            rule += f", saturation {self.saturation!r} at {self.threshold:g}"
+            rule += f", saturation {self._saturation!r} at {self.threshold:g}"
         fig = activation_probability_figure(curves, f"{rule}; epoch {epoch}, step {step}")
         fig.savefig(path, dpi=100)
-        tag = f"{self.logging_prefix}/activation_probability"
-        for logger in trainer.loggers:
-            if isinstance(logger, TensorBoardLogger):
-                logger.experiment.add_figure(tag, fig, global_step=step, close=False)
-            elif isinstance(logger, WandbLogger):
-                logger.log_image(key=tag, images=[str(path)], step=step)
+        log_figure(trainer.loggers, f"{self.logging_prefix}/activation_probability", fig, path, step)
         fig.clear()  # an Agg figure outside pyplot: nothing else holds it
         self._undrawn = None
 

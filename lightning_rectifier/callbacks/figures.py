@@ -4,14 +4,15 @@ The figure plots each hidden unit's activation probability, units sorted from mo
 layer (or per run, for side-by-side comparisons). A flat curve means activity is spread evenly over the units (low
 dispersion, as the paper finds for rectifiers); a steep one means a few units do most of the work (tanh). matplotlib
 is imported only when a figure is drawn, and drawing goes through the Agg canvas directly, so neither pyplot's global
-state nor the user's backend choice is touched and figures need no ``plt.close``. Nothing here imports Lightning.
+state nor the user's backend choice is touched and figures need no ``plt.close``. Lightning is imported only to send
+a figure to its loggers (:func:`log_figure`).
 """
 
 from __future__ import annotations
 
 import os
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -113,3 +114,54 @@ def write_npz(path: str | os.PathLike[str], arrays: Mapping[str, Any]) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def save_probabilities(
+    out_dir: str | os.PathLike[str], probabilities: Mapping[int, Any], metadata: Mapping[str, Any]
+) -> Path:
+    """Writes one measurement as ``epoch{E:03d}-step{S:06d}.npz`` and ``latest.npz`` in ``out_dir``.
+
+    Args:
+        out_dir: The folder (created).
+        probabilities: Layer number (1 = first hidden layer) -> per-unit probabilities (tensors or arrays).
+        metadata: ``nonlinearity``, ``saturation`` (str), ``threshold`` (float), ``epoch``, ``step`` (int), ``frames``
+            (per layer) and ``names`` (each layer's name in logged keys).
+
+    Returns:
+        The measurement's path without suffix (``out_dir/epoch000-step000042``), where its figure goes as ``.png``.
+
+    Example:
+        >>> import tempfile
+        >>> stem = save_probabilities(tempfile.mkdtemp(), {1: np.float32([0.5, 1.0])},
+        ...                           {"nonlinearity": "relu", "saturation": "neg", "threshold": 0.95, "epoch": 0,
+        ...                            "step": 42, "frames": [2], "names": ["layer_1"]})
+        >>> stem.name, load_activation_probabilities(stem.with_suffix(".npz"))[1]["step"]
+        ('epoch000-step000042', 42)
+    """
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    arrays: dict[str, Any] = {f"layer_{i}": np.asarray(p) for i, p in probabilities.items()}
+    arrays.update(
+        nonlinearity=np.str_(metadata["nonlinearity"]),
+        saturation=np.str_(metadata["saturation"]),
+        threshold=np.float64(metadata["threshold"]),
+        epoch=np.int64(metadata["epoch"]),
+        step=np.int64(metadata["step"]),
+        frames=np.asarray(metadata["frames"], dtype=np.int64),
+        names=np.asarray(metadata["names"], dtype=np.str_),
+    )
+    stem = out / f"epoch{int(metadata['epoch']):03d}-step{int(metadata['step']):06d}"
+    write_npz(stem.with_suffix(".npz"), arrays)
+    write_npz(out / "latest.npz", arrays)
+    return stem
+
+
+def log_figure(loggers: Sequence[Any], tag: str, figure: Figure, image: str | os.PathLike[str], step: int) -> None:
+    """Sends a drawn figure to the loggers that take images: TensorBoard (``add_figure``) and W&B (``log_image``)."""
+    from lightning.pytorch.loggers import TensorBoardLogger, WandbLogger
+
+    for logger in loggers:
+        if isinstance(logger, TensorBoardLogger):
+            logger.experiment.add_figure(tag, figure, global_step=step, close=False)
+        elif isinstance(logger, WandbLogger):
+            logger.log_image(key=tag, images=[str(image)], step=step)

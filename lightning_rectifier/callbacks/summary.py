@@ -2,8 +2,9 @@
 
 Tracks the best validation frame error and cross-entropy over the run and, at the end of fitting, prints a table:
 best and final validation metrics, the mean activation probability and dispersion of each hidden layer (from the
-last validation), the checkpoint paths and the log directory. The same values are written to ``summary.json`` in the
-run directory, so scripts need not parse the console.
+last validation, as :class:`~lightning_rectifier.callbacks.DispersionMonitor` measured them), the checkpoint paths and
+the log directory. The same values are written to ``summary.json`` in the run directory, so scripts need not parse
+the console.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from typing_extensions import override
 
 log = logging.getLogger(__name__)
 
-_LAYER = re.compile(r"^val/layer_(\d+)/(activation_probability|dispersion)$")
+_LAYER = re.compile(r"^dispersion/layer_(\d+)/(mean_activation_probability|dispersion)$")  # DispersionMonitor
 
 
 class RunSummary(Callback):
@@ -48,7 +49,7 @@ class RunSummary(Callback):
     def on_validation_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         if trainer.sanity_checking:
             return
-        metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
+        metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith(("val/", "dispersion/"))}
         if not metrics:
             return
         self.last = metrics
@@ -67,7 +68,8 @@ class RunSummary(Callback):
         log_dir = trainer.log_dir  # a broadcast under DDP: every process reads it
         if not trainer.is_global_zero or getattr(trainer, "fast_dev_run", False):  # a smoke run writes no files
             return
-        metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith(f"{prefix}/")}
+        hidden = "dispersion/layer_" if prefix == "val" else f"dispersion/{prefix}/"  # DispersionMonitor's keys
+        metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith((f"{prefix}/", hidden))}
         stage = trainer.state.fn.value if trainer.state.fn is not None else prefix
         record = {"stage": stage, "checkpoint": trainer.ckpt_path, "metrics": metrics}
         directory = Path(log_dir or trainer.default_root_dir)
@@ -145,7 +147,7 @@ class RunSummary(Callback):
         layers.add_column("mean activation probability", justify="right")
         layers.add_column("dispersion", justify="right")
         for index, values in summary["layers"].items():
-            layers.add_row(index, fmt(values.get("activation_probability")), fmt(values.get("dispersion")))
+            layers.add_row(index, fmt(values.get("mean_activation_probability")), fmt(values.get("dispersion")))
         console = Console()
         console.print(table)
         if summary["layers"]:

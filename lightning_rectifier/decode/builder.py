@@ -15,7 +15,7 @@ from typing import Literal
 import numpy as np
 import numpy.typing as npt
 
-from lightning_rectifier.decode import _optional
+from lightning_rectifier.decode import dependencies
 from lightning_rectifier.decode.graph import EPSILON, DecodingGraph, fst_stats
 
 Grammar = Literal["word", "loop"] | Sequence[Sequence[str]]
@@ -182,7 +182,7 @@ def build_graph(
     for source, key, dest in arcs:
         for chain in prons[key]:
             hmm.add_chain(after[source], before[dest], chain, key, float(insertion_penalty))
-    kaldifst = _optional.kaldifst()
+    kaldifst = dependencies.kaldifst()
     kaldifst.connect(fst)
     kaldifst.arcsort(fst, "ilabel")
     return DecodingGraph.from_stats(
@@ -227,7 +227,7 @@ class _ChainFst:
     """An FST under construction whose words are left-to-right senone HMMs, shared by arcs into the same place."""
 
     def __init__(self, self_loop_probs: np.ndarray) -> None:
-        self._kaldifst = _optional.kaldifst()
+        self._kaldifst = dependencies.kaldifst()
         self.fst = self._kaldifst.StdVectorFst()
         self._loop_cost = [_cost(p) for p in self_loop_probs.tolist()]
         self._exit_cost = [_cost(1 - p) for p in self_loop_probs.tolist()]

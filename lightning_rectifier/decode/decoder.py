@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from lightning_rectifier.decode import _optional
+from lightning_rectifier.decode import dependencies
 from lightning_rectifier.decode.graph import DecodingGraph, FstStats, read_fst
 
 log = logging.getLogger(__name__)
@@ -164,7 +164,7 @@ class Decoder:
     def __init__(self, graph: DecodingGraph, options: DecoderOptions | None = None, **overrides: Any) -> None:
         if not isinstance(graph, DecodingGraph):
             raise TypeError(f"expected a DecodingGraph, got {type(graph).__name__}")
-        kaldi_decoder = _optional.kaldi_decoder()
+        kaldi_decoder = dependencies.kaldi_decoder()
         options = options or DecoderOptions()
         self._options = DecoderOptions(**{**asdict(options), **overrides}) if overrides else options
         self._graph = graph  # keeps the FST alive for as long as the C++ decoder refers to it
@@ -240,7 +240,7 @@ class Decoder:
         found, best_path = self._decoder.get_best_path(use_final_probs=True)
         if not found:  # every token was pruned away
             return empty
-        kaldifst = _optional.kaldifst()
+        kaldifst = dependencies.kaldifst()
         linear, ilabels, olabels, weight = kaldifst.get_linear_symbol_sequence(best_path)
         alignment = np.asarray(ilabels, np.int32) - 1
         if not linear or len(alignment) != num_frames:

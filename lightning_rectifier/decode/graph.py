@@ -15,7 +15,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from lightning_rectifier.decode import _optional
+from lightning_rectifier.decode import dependencies
 
 EPSILON = "<eps>"
 PathLike = str | os.PathLike[str]
@@ -80,7 +80,7 @@ def fst_stats(fst: Any, input_labels: set[int] | None = None) -> FstStats:
     Raises:
         ValueError: If the start state or an arc's destination is not a state of the FST.
     """
-    kaldifst = _optional.kaldifst()
+    kaldifst = dependencies.kaldifst()
     states = sum(1 for _ in kaldifst.StateIterator(fst))
     if states and not 0 <= fst.start < states:  # an empty FST is refused later, as having no start state
         raise ValueError(f"the FST's start state {fst.start} is not one of its {states} states")
@@ -132,7 +132,7 @@ class DecodingGraph:
     """
 
     def __init__(self, fst: Any, words: Sequence[str], num_senones: int, *, source: str = "<memory>") -> None:
-        kaldifst = _optional.kaldifst()
+        kaldifst = dependencies.kaldifst()
         if not isinstance(fst, kaldifst.StdFst):
             raise TypeError(f"{source}: expected a kaldifst.StdFst (vector or const FST), got {type(fst).__name__}")
         try:
@@ -283,7 +283,7 @@ class DecodingGraph:
         """
         if not math.isfinite(penalty):
             raise ValueError(f"expected a finite insertion penalty, got {penalty}")
-        kaldifst = _optional.kaldifst()
+        kaldifst = dependencies.kaldifst()
         costs = kaldifst.StdVectorFst()
         state = costs.add_state()
         costs.start = state
@@ -309,7 +309,7 @@ def compose_sorted(first: Any, second: Any, source: str) -> Any:
     unsorted pair fails or loses paths without saying so. ``first`` is copied and sorted unless already sorted; a
     result without a start state (an empty composition or an OpenFst error) is an error naming ``source``.
     """
-    kaldifst = _optional.kaldifst()
+    kaldifst = dependencies.kaldifst()
     if not first.is_olabel_sorted:
         first = kaldifst.StdVectorFst(first)
         kaldifst.arcsort(first, "olabel")
@@ -371,7 +371,7 @@ def read_fst(path: PathLike) -> Any:
         FileNotFoundError: If ``path`` does not exist.
         ValueError: If the file is not an FST over the standard (tropical) arc.
     """
-    kaldifst = _optional.kaldifst()
+    kaldifst = dependencies.kaldifst()
     if not Path(path).is_file():
         raise FileNotFoundError(f"decoding graph {os.fspath(path)!r} does not exist")
     _check_fst_header(Path(path))

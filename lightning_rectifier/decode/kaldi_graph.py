@@ -15,7 +15,7 @@ import os
 from pathlib import Path
 
 from lightning_rectifier.data.transition_model import TransitionModel
-from lightning_rectifier.decode import _optional
+from lightning_rectifier.decode import dependencies
 from lightning_rectifier.decode.graph import (
     DecodingGraph,
     FstStats,
@@ -127,7 +127,7 @@ def _transition_ids_of(
 
 def _pdf_to_transition_id(tids: list[int], pdfs: list[int]) -> object:
     """The one-state transducer ``pdf + 1 : transition-id`` that relabels a graph's input by composition."""
-    kaldifst = _optional.kaldifst()
+    kaldifst = dependencies.kaldifst()
     mapper = kaldifst.StdVectorFst()
     state = mapper.add_state()
     mapper.start = state

@@ -17,12 +17,12 @@ from torchmetrics import Metric
 from lightning_rectifier.metrics.functional import (
     Nonlinearity,
     Saturation,
-    _activation_probability_compute,
-    _activation_probability_update,
-    _activation_sparsity_compute,
-    _activation_sparsity_update,
-    _dispersion_compute,
     activation_bounds,
+    activation_probability_compute,
+    activation_probability_update,
+    activation_sparsity_compute,
+    activation_sparsity_update,
+    dispersion_compute,
 )
 
 
@@ -57,7 +57,7 @@ class _UnitActivationCounts(Metric):
 
     def update(self, h: Tensor) -> None:
         """Counts the active units of a batch of hidden outputs of shape ``(..., num_units)``."""
-        active, frames = _activation_probability_update(
+        active, frames = activation_probability_update(
             h, self.num_units, self.nonlinearity, self.saturation, self.threshold
         )
         self.active += active
@@ -91,7 +91,7 @@ class ActivationProbability(_UnitActivationCounts):
 
     def compute(self) -> Tensor:
         """Per-unit probabilities, float32 of shape ``(num_units,)``."""
-        return _activation_probability_compute(self.active, self.frames)
+        return activation_probability_compute(self.active, self.frames)
 
 
 class Dispersion(_UnitActivationCounts):
@@ -120,7 +120,7 @@ class Dispersion(_UnitActivationCounts):
 
     def compute(self) -> dict[str, Tensor]:
         """``dispersion``, ``mean_activation_probability`` (float32), ``dead_units``, ``always_on_units`` (int64)."""
-        return _dispersion_compute(self.active, self.frames)
+        return dispersion_compute(self.active, self.frames)
 
 
 class ActivationSparsity(Metric):
@@ -170,11 +170,11 @@ class ActivationSparsity(Metric):
 
     def update(self, h: Tensor) -> None:
         """Counts the active and the zero outputs of a batch."""
-        active, zeros, total = _activation_sparsity_update(h, self.nonlinearity, self.saturation, self.threshold)
+        active, zeros, total = activation_sparsity_update(h, self.nonlinearity, self.saturation, self.threshold)
         self.active += active
         self.zeros += zeros
         self.total += total
 
     def compute(self) -> dict[str, Tensor]:
         """``mean_activation_probability`` and ``zero_fraction``, float32 scalars."""
-        return _activation_sparsity_compute(self.active, self.zeros, self.total)
+        return activation_sparsity_compute(self.active, self.zeros, self.total)

@@ -13,10 +13,10 @@ from torch import Tensor
 from torchmetrics import Metric
 
 from lightning_rectifier.metrics.functional import (
-    _frame_cross_entropy_compute,
-    _frame_cross_entropy_update,
-    _frame_error_rate_compute,
-    _frame_error_rate_update,
+    frame_cross_entropy_compute,
+    frame_cross_entropy_update,
+    frame_error_rate_compute,
+    frame_error_rate_update,
 )
 
 
@@ -62,13 +62,13 @@ class FrameErrorRate(Metric):
 
     def update(self, preds: Tensor, target: Tensor) -> None:
         """Counts the wrong frames of a batch."""
-        errors, total = _frame_error_rate_update(preds, target, self.ignore_index)
+        errors, total = frame_error_rate_update(preds, target, self.ignore_index)
         self.errors += errors
         self.total += total
 
     def compute(self) -> Tensor:
         """The frame error rate over all frames seen (float32 scalar)."""
-        return _frame_error_rate_compute(self.errors, self.total)
+        return frame_error_rate_compute(self.errors, self.total)
 
 
 class FrameCrossEntropy(Metric):
@@ -107,7 +107,7 @@ class FrameCrossEntropy(Metric):
 
     def update(self, logits: Tensor, target: Tensor) -> None:
         """Adds the cross-entropy of a batch."""
-        total_loss, count = _frame_cross_entropy_update(logits, target, self.ignore_index)
+        total_loss, count = frame_cross_entropy_update(logits, target, self.ignore_index)
         if self.total_loss.dtype != torch.float64:  # Module.to(dtype) casts float states too; keep the sum exact
             self.total_loss = self.total_loss.double()
         self.total_loss += total_loss
@@ -115,4 +115,4 @@ class FrameCrossEntropy(Metric):
 
     def compute(self) -> Tensor:
         """The mean cross-entropy over all frames seen (float32 scalar)."""
-        return _frame_cross_entropy_compute(self.total_loss, self.count)
+        return frame_cross_entropy_compute(self.total_loss, self.count)

@@ -1,9 +1,11 @@
 """Stateless forms of the metrics: frame error rate, frame cross-entropy and the paper's hidden-unit statistics.
 
-Each metric ``x`` comes as ``_x_update`` (one batch -> summable counts), ``_x_compute`` (counts -> value) and ``x()``
+Each metric ``x`` comes as ``x_update`` (one batch -> summable counts), ``x_compute`` (counts -> value) and ``x()``
 (both on one tensor). The ``Metric`` classes in :mod:`.classification` and :mod:`.activation` keep the counts as
 states and call these same functions, so a metric updated batch by batch (or on several processes) gives what the
-functional gives on all the data at once.
+functional gives on all the data at once; :class:`~lightning_rectifier.callbacks.DispersionMonitor` sums the same
+counts over its own frames and computes with the same ``x_compute``. Torchmetrics keeps its update/compute pairs
+private; here they are public because code outside this package uses them.
 
 The activation rule is Maas, Hannun & Ng (2013), Figure 2: a rectifier unit is active when its output is positive; a
 tanh unit is active when it is not saturated at its off asymptote (``h > -0.95``, "neg") or at neither asymptote
@@ -19,10 +21,9 @@ from typing import Literal, get_args
 import torch
 from torch import Tensor
 
-Nonlinearity = Literal["relu", "leaky_relu", "prelu", "elu", "gelu", "silu", "tanh", "sigmoid"]
-Saturation = Literal["neg", "both"]
+from lightning_rectifier.nn import NONLINEARITIES, Nonlinearity
 
-NONLINEARITIES: tuple[str, ...] = get_args(Nonlinearity)
+Saturation = Literal["neg", "both"]
 SATURATIONS: tuple[str, ...] = get_args(Saturation)
 # active when h > 0; ELU, GELU and SiLU go beyond the paper, which used only ReL and leaky ReL
 _RECTIFIERS = ("relu", "leaky_relu", "prelu", "elu", "gelu", "silu")
@@ -37,7 +38,7 @@ def _ratio(numerator: Tensor, denominator: Tensor | int) -> Tensor:
 # frame error rate
 
 
-def _frame_error_rate_update(preds: Tensor, target: Tensor, ignore_index: int | None = None) -> tuple[Tensor, Tensor]:
+def frame_error_rate_update(preds: Tensor, target: Tensor, ignore_index: int | None = None) -> tuple[Tensor, Tensor]:
     """Counts the wrong frames of one batch.
 
     Args:
@@ -75,7 +76,7 @@ def _frame_error_rate_update(preds: Tensor, target: Tensor, ignore_index: int | 
     return (wrong & keep).sum(), keep.sum()
 
 
-def _frame_error_rate_compute(errors: Tensor, total: Tensor) -> Tensor:
+def frame_error_rate_compute(errors: Tensor, total: Tensor) -> Tensor:
     """Error rate from the counts (``nan`` when no frame was counted)."""
     return _ratio(errors, total)
 
@@ -98,14 +99,14 @@ def frame_error_rate(preds: Tensor, target: Tensor, ignore_index: int | None = N
         >>> frame_error_rate(logits, torch.tensor([0, 1, 1, -100]), ignore_index=-100)
         tensor(0.3333)
     """
-    return _frame_error_rate_compute(*_frame_error_rate_update(preds, target, ignore_index))
+    return frame_error_rate_compute(*frame_error_rate_update(preds, target, ignore_index))
 
 
 # ---------------------------------------------------------------------------------------------------------------------
 # frame cross-entropy
 
 
-def _frame_cross_entropy_update(
+def frame_cross_entropy_update(
     logits: Tensor, target: Tensor, ignore_index: int | None = None
 ) -> tuple[Tensor, Tensor]:
     """Sums the cross-entropy (natural log) of one batch.
@@ -143,7 +144,7 @@ def _frame_cross_entropy_update(
     return nll.double().sum(), torch.tensor(target.numel(), device=target.device)
 
 
-def _frame_cross_entropy_compute(total_loss: Tensor, count: Tensor) -> Tensor:
+def frame_cross_entropy_compute(total_loss: Tensor, count: Tensor) -> Tensor:
     """Mean cross-entropy from the sums (``nan`` when no frame was counted)."""
     return _ratio(total_loss, count)
 
@@ -168,7 +169,7 @@ def frame_cross_entropy(logits: Tensor, target: Tensor, ignore_index: int | None
         >>> frame_cross_entropy(logits, torch.tensor([0, 1, -1]), ignore_index=-1)  # ln 2
         tensor(0.6931)
     """
-    return _frame_cross_entropy_compute(*_frame_cross_entropy_update(logits, target, ignore_index))
+    return frame_cross_entropy_compute(*frame_cross_entropy_update(logits, target, ignore_index))
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -250,7 +251,7 @@ def is_active(
 # activation probability and dispersion (per-unit counts)
 
 
-def _activation_probability_update(
+def activation_probability_update(
     h: Tensor,
     num_units: int | None = None,
     nonlinearity: Nonlinearity = "relu",
@@ -283,7 +284,7 @@ def _activation_probability_update(
     return active.sum(dim=0, dtype=torch.int64), active.shape[0]
 
 
-def _activation_probability_compute(active: Tensor, frames: Tensor | int) -> Tensor:
+def activation_probability_compute(active: Tensor, frames: Tensor | int) -> Tensor:
     """Per-unit activation probabilities from the counts (``nan`` when no frame was seen)."""
     return _ratio(active, frames)
 
@@ -307,11 +308,11 @@ def activation_probability(
         >>> activation_probability(h, "relu")
         tensor([0.0000, 0.5000, 1.0000])
     """
-    active, frames = _activation_probability_update(h, None, nonlinearity, saturation, threshold)
-    return _activation_probability_compute(active, frames)
+    active, frames = activation_probability_update(h, None, nonlinearity, saturation, threshold)
+    return activation_probability_compute(active, frames)
 
 
-def _dispersion_compute(active: Tensor, frames: Tensor | int) -> dict[str, Tensor]:
+def dispersion_compute(active: Tensor, frames: Tensor | int) -> dict[str, Tensor]:
     """Dispersion statistics from the per-unit counts.
 
     Returns:
@@ -354,14 +355,14 @@ def dispersion(
         >>> stats["dispersion"], stats["dead_units"], stats["always_on_units"]
         (tensor(0.4082), tensor(1), tensor(1))
     """
-    return _dispersion_compute(*_activation_probability_update(h, None, nonlinearity, saturation, threshold))
+    return dispersion_compute(*activation_probability_update(h, None, nonlinearity, saturation, threshold))
 
 
 # ---------------------------------------------------------------------------------------------------------------------
 # layer sparsity (scalar counts)
 
 
-def _activation_sparsity_update(
+def activation_sparsity_update(
     h: Tensor, nonlinearity: Nonlinearity = "relu", saturation: Saturation = "neg", threshold: float = 0.95
 ) -> tuple[Tensor, Tensor, int]:
     """Counts active and exactly-zero outputs of one batch.
@@ -374,7 +375,7 @@ def _activation_sparsity_update(
     return active.sum(dtype=torch.int64), zeros, h.numel()
 
 
-def _activation_sparsity_compute(active: Tensor, zeros: Tensor, total: Tensor | int) -> dict[str, Tensor]:
+def activation_sparsity_compute(active: Tensor, zeros: Tensor, total: Tensor | int) -> dict[str, Tensor]:
     """Sparsity statistics from the counts (``nan`` when nothing was seen)."""
     return {"mean_activation_probability": _ratio(active, total), "zero_fraction": _ratio(zeros, total)}
 
@@ -399,4 +400,4 @@ def activation_sparsity(
         >>> activation_sparsity(h, "relu")
         {'mean_activation_probability': tensor(0.5000), 'zero_fraction': tensor(0.5000)}
     """
-    return _activation_sparsity_compute(*_activation_sparsity_update(h, nonlinearity, saturation, threshold))
+    return activation_sparsity_compute(*activation_sparsity_update(h, nonlinearity, saturation, threshold))

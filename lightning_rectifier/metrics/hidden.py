@@ -204,6 +204,103 @@ def metric_key(name: str) -> str:
     return re.sub(r"[/\s]+", "_", name) or "root"
 
 
+@dataclass(frozen=True)
+class ResolvedLayers:
+    """The hidden layers of a network as :func:`resolve_hidden_layers` found them.
+
+    Attributes:
+        layers: The layers, first hidden layer first.
+        keys: Each layer's name in logged keys: ``layer_1``, ``layer_2``, ... for a ``hidden_layers`` sequence, else
+            the module path (:func:`metric_key`).
+        discovered: Found by module type (their order should follow the forward pass, not registration).
+        nonlinearity: The nonlinearity names, comma-separated (for titles and files).
+    """
+
+    layers: list[HiddenLayer]
+    keys: list[str]
+    discovered: bool
+    nonlinearity: str
+
+
+def resolve_hidden_layers(
+    module: nn.Module,
+    layers: Sequence[str] | None = None,
+    nonlinearity: str | Sequence[str] | None = None,
+    pre_activation: bool = False,
+    *,
+    warn: Callable[[str], None] | None = None,
+) -> ResolvedLayers:
+    """The hidden layers of ``module``, found in one of three ways (as ``DispersionMonitor`` documents them).
+
+    The module's ``hidden_layers`` sequence (with its ``nonlinearity`` name), the modules named by ``layers``, or every
+    activation module (:func:`find_hidden_layers`).
+
+    Args:
+        module: The network (a ``LightningModule`` or any ``nn.Module``).
+        layers: Module paths or glob patterns; None: ``hidden_layers`` if the module has it, else discovery.
+        nonlinearity: One name or one per layer; None: each module's type, else the module's ``nonlinearity``.
+        pre_activation: The named layers' outputs are the nonlinearity's input (functional activations).
+        warn: Called with a nonlinearity name that has no activation rule (it is counted with the rectifier rule).
+
+    Raises:
+        ValueError: When the layers or their nonlinearity cannot be found.
+
+    Example:
+        >>> net = nn.Sequential(nn.Linear(4, 8), nn.Tanh(), nn.Linear(8, 8), nn.ReLU(), nn.Linear(8, 2))
+        >>> found = resolve_hidden_layers(net)
+        >>> found.keys, found.nonlinearity, found.discovered
+        (['1', '3'], 'tanh, relu', True)
+    """
+    attribute = getattr(module, "nonlinearity", None)
+    hidden = getattr(module, "hidden_layers", None)
+    if layers is None and hidden is not None:
+        modules = _hidden_sequence(module, hidden)
+        given = list(nonlinearity) if isinstance(nonlinearity, (list, tuple)) else [nonlinearity] * len(modules)
+        if len(given) != len(modules):
+            raise ValueError(f"got {len(given)} nonlinearities for the {len(modules)} hidden layers")
+        names = [name if name is not None else attribute for name in given]
+        found = [
+            HiddenLayer(f"hidden_layers.{i}", layer, _known_rule(name, warn))
+            for i, (layer, name) in enumerate(zip(modules, names, strict=True))
+        ]
+        described = ", ".join(dict.fromkeys(str(name) for name in names))
+        return ResolvedLayers(found, [f"layer_{i}" for i in range(1, len(found) + 1)], False, described)
+    found = find_hidden_layers(
+        module,
+        layers,
+        nonlinearity,
+        pre_activation,
+        default_nonlinearity=attribute if isinstance(attribute, str) else None,
+    )
+    described = ", ".join(dict.fromkeys(layer.nonlinearity for layer in found))
+    return ResolvedLayers(found, [metric_key(layer.name) for layer in found], layers is None, described)
+
+
+def _known_rule(name: Any, warn: Callable[[str], None] | None) -> Nonlinearity:
+    if not isinstance(name, str) or not name:
+        raise ValueError(f"could not tell the hidden nonlinearity (got {name!r})")
+    if name in NONLINEARITIES:
+        return cast("Nonlinearity", name)
+    if warn is not None:
+        warn(name)
+    return "relu"
+
+
+def _hidden_sequence(module: nn.Module, hidden: Any) -> list[nn.Module]:
+    if isinstance(hidden, nn.Module) and not hasattr(hidden, "__iter__"):
+        modules = [hidden]  # a single hidden layer
+    else:
+        try:
+            modules = list(hidden)  # ModuleList, Sequential, list, tuple
+        except TypeError:
+            modules = []
+    if not modules or not all(isinstance(layer, nn.Module) for layer in modules):
+        raise ValueError(
+            f"{type(module).__name__}.hidden_layers must be a non-empty sequence of torch modules, got {hidden!r}"
+        )
+    return modules
+
+
 class HiddenUnitMetrics(nn.Module):
     """A :class:`~lightning_rectifier.metrics.Dispersion` metric on every hidden layer of a network, fed by hooks.
 

@@ -162,6 +162,29 @@ def test_logged_values_match_numpy_on_the_first_num_frames(
     assert metadata["frames"] == [counted] * 3
 
 
+class TinyClassifierWithTest(TinyClassifier):
+    saturation = "both"  # what SenoneClassifier's saturation hyperparameter gives the monitor
+
+    def test_step(self, batch: Any, batch_idx: int) -> None:
+        x, y = batch
+        self.log("test_loss", F.cross_entropy(self(x), y))
+
+
+def test_test_is_measured_under_its_own_keys_with_the_modules_saturation(tmp_path: Path) -> None:
+    x, y = make_data(num_batches=3)
+    module = TinyClassifierWithTest("tanh")
+    monitor = DispersionMonitor(num_frames=150, plot=False)  # saturation=None: the module's ("both")
+    trainer = make_trainer(tmp_path, [monitor])
+    trainer.test(module, loader(x, y), verbose=False)
+    reference = np_reference(hidden_of(module.model, x[:150]), "tanh", "both")
+    for layer, expected in reference.items():
+        np.testing.assert_allclose(monitor.last_test_probabilities[layer].numpy(), expected["probs"], atol=1e-7)
+        for stat in STATS:
+            key = f"dispersion/test/layer_{layer}/{stat}"
+            assert float(trainer.callback_metrics[key]) == pytest.approx(float(expected[stat]), rel=1e-6, abs=1e-7)
+    assert monitor.last_metrics == {} and not (Path(trainer.log_dir) / "dispersion").exists()  # no files for test
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 def test_module_on_gpu(tmp_path: Path) -> None:
     x, y = make_data()

@@ -6,11 +6,11 @@ import sys
 
 import pytest
 
-from lightning_rectifier.decode import _optional
+from lightning_rectifier.decode import dependencies
 
 
 @pytest.mark.parametrize(
-    ("name", "loader"), [("kaldifst", _optional.kaldifst), ("kaldi_decoder", _optional.kaldi_decoder)]
+    ("name", "loader"), [("kaldifst", dependencies.kaldifst), ("kaldi_decoder", dependencies.kaldi_decoder)]
 )
 def test_missing_library_names_the_extra(monkeypatch, name, loader) -> None:
     monkeypatch.setitem(sys.modules, name, None)  # makes "import name" fail
