@@ -24,15 +24,15 @@ from pathlib import Path
 import numpy as np
 import soundfile
 
-from lightning_rectifier.frontend.align import align_data_dir
 from lightning_rectifier.data.kaldi_io import (
     read_alignments,
     read_features,
     write_alignments,
     write_features,
 )
-from lightning_rectifier.frontend.features import FeatureConfig, compute_mfcc
 from lightning_rectifier.decode.lexicon import lexicon_from_alignments, read_ctm, write_lexicon
+from lightning_rectifier.frontend.align import align_data_dir
+from lightning_rectifier.frontend.features import FeatureConfig, compute_mfcc
 from lightning_rectifier.frontend.prepare import prepare_data_dir
 
 log = logging.getLogger("fsdd")
