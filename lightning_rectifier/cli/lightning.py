@@ -279,7 +279,7 @@ class RectifierCLI(LightningCLI):
 
     def _initialise_untrained(self) -> None:
         """``--ckpt_path none``: the network as ``fit`` starts it, its input transform from the training frames."""
-        if getattr(self, "_untrained", False) and getattr(self.model, "_h", None) and self.model._h.input_norm:
+        if getattr(self, "_untrained", False) and self.model.hparams.get("input_norm", False):
             self.model.set_input_normalisation(*self.datamodule.input_moments())
             log.warning("%s: the untrained network's input transform is computed from the training frames, as fit"
                         " computes it", self.subcommand)  # fmt: skip

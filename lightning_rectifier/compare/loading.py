@@ -103,56 +103,23 @@ def load_runs(paths: Sequence[str | os.PathLike[str]], *, wandb: bool = True) ->
     version_dirs: dict[Path, Path] = {}
     wandb_dirs: dict[Path, Path] = {}
     api_records: list[RunRecord] = []
-    api_skipped: list[str] = []
+    skipped: list[str] = []
     for path in paths:
         if str(path).startswith(API_PREFIX):  # synced runs, through the W&B API
             records_here, skipped_here = read_wandb_api(str(path))
             if not records_here and not skipped_here:
                 raise NoRunsFoundError(f"{path}: the W&B project has no runs")
             api_records += records_here
-            api_skipped += skipped_here
+            skipped += skipped_here
             continue
         versions, wandb_runs = find_runs(path)
         if not versions and not wandb_runs:
             raise NoRunsFoundError(f"{path}: no training runs found; looked for {LOOKED_FOR}")
         version_dirs.update((v.resolve(), v) for v in versions)
         wandb_dirs.update((w.resolve(), w) for w in wandb_runs)
-
-    by_run: dict[Path, list[Path]] = {}
-    for resolved, version in version_dirs.items():  # version_<N> folders of one run directory are one run
-        by_run.setdefault(resolved.parent if version_number(resolved) >= 0 else resolved, []).append(version)
-    skipped: list[str] = list(api_skipped)
-    records: list[RunRecord] = list(chain_resumed(api_records))
-    for versions in by_run.values():
-        result = read_lightning_run(versions)
-        if isinstance(result, str):
-            skipped.append(result)
-        else:
-            records.append(result)
-
+    records = list(chain_resumed(api_records)) + _lightning_records(version_dirs, skipped)
     if wandb and wandb_dirs:
-        unreadable: list[str] = []
-        wandb_records: list[RunRecord] = []
-        with ThreadPoolExecutor(max_workers=min(4, len(wandb_dirs))) as pool:  # the work is in subprocesses
-            outcomes = list(pool.map(_read_wandb, wandb_dirs.values()))
-        for outcome in outcomes:
-            if isinstance(outcome, WandbReadError):
-                unreadable.append(str(outcome))
-            elif isinstance(outcome, str):
-                skipped.append(outcome)
-            else:
-                wandb_records.append(outcome)
-        if unreadable:
-            warnings.warn(
-                f"skipped {len(unreadable)} W&B run(s) that could not be read: " + "; ".join(unreadable), stacklevel=2
-            )
-        for record in chain_resumed(wandb_records):
-            twin = next((r for r in records if r.kind == "lightning" and same_run(record, r)), None)
-            if twin is None:
-                records.append(record)
-            else:
-                twin.sources.extend(record.sources)
-                twin.notes.append(f"also logged to W&B ({', '.join(str(s) for s in record.sources)}); CSV logs used")
+        _add_wandb_records(records, list(wandb_dirs.values()), skipped)
     if skipped:
         warnings.warn(f"skipped {len(skipped)} run(s) without hyperparameters: " + "; ".join(skipped), stacklevel=2)
     empty = [f"{r.name} ({', '.join(map(str, r.sources))})" for r in records if r.selected() is None]
@@ -168,6 +135,47 @@ def load_runs(paths: Sequence[str | os.PathLike[str]], *, wandb: bool = True) ->
             f" hyperparameters{ignored}); see the warnings"
         )
     return sorted(records, key=_record_order)
+
+
+def _lightning_records(version_dirs: dict[Path, Path], skipped: list[str]) -> list[RunRecord]:
+    """One record per run directory (its ``version_<N>`` folders merged); runs without hyperparameters to ``skipped``."""
+    by_run: dict[Path, list[Path]] = {}
+    for resolved, version in version_dirs.items():  # version_<N> folders of one run directory are one run
+        by_run.setdefault(resolved.parent if version_number(resolved) >= 0 else resolved, []).append(version)
+    records: list[RunRecord] = []
+    for versions in by_run.values():
+        result = read_lightning_run(versions)
+        if isinstance(result, str):
+            skipped.append(result)
+        else:
+            records.append(result)
+    return records
+
+
+def _add_wandb_records(records: list[RunRecord], run_dirs: list[Path], skipped: list[str]) -> None:
+    """Reads W&B offline runs; one that is also a Lightning run of ``records`` becomes a source of that record."""
+    unreadable: list[str] = []
+    wandb_records: list[RunRecord] = []
+    with ThreadPoolExecutor(max_workers=min(4, len(run_dirs))) as pool:  # the work is in subprocesses
+        outcomes = list(pool.map(_read_wandb, run_dirs))
+    for outcome in outcomes:
+        if isinstance(outcome, WandbReadError):
+            unreadable.append(str(outcome))
+        elif isinstance(outcome, str):
+            skipped.append(outcome)
+        else:
+            wandb_records.append(outcome)
+    if unreadable:
+        warnings.warn(
+            f"skipped {len(unreadable)} W&B run(s) that could not be read: " + "; ".join(unreadable), stacklevel=3
+        )
+    for record in chain_resumed(wandb_records):
+        twin = next((r for r in records if r.kind == "lightning" and same_run(record, r)), None)
+        if twin is None:
+            records.append(record)
+        else:
+            twin.sources.extend(record.sources)
+            twin.notes.append(f"also logged to W&B ({', '.join(str(s) for s in record.sources)}); CSV logs used")
 
 
 def _read_wandb(run_dir: Path) -> RunRecord | str | WandbReadError:

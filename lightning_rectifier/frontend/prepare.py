@@ -163,26 +163,12 @@ def prepare_data_dir(
             text = source / "text"
         if utt2spk is None and (source / "utt2spk").is_file():
             utt2spk = source / "utt2spk"
-    if config is None:
-        config = FeatureConfig()
-    elif not isinstance(config, FeatureConfig):
-        config = FeatureConfig.load(config)
-    config = dataclasses.replace(config)  # sample_rate may be fixed below; never alter the caller's object
+    config = FeatureConfig.load(config) if config is not None and not isinstance(config, FeatureConfig) else config
+    config = dataclasses.replace(config or FeatureConfig())  # sample_rate may be fixed below; the caller's stays
     out = Path(out_dir).absolute()
     if any(ch.isspace() for ch in str(out)):
         raise ValueError(f"out_dir must not contain whitespace (Kaldi specifiers split on it), got {str(out)!r}")
-    utts = list_utterances(source, segments=segments)
-    for utt in utts:  # before any work: never run a command by surprise
-        refuse_pipe(utt.spec, allow_pipes=allow_pipes, source=utt.source)
-    texts = read_mapping(text)
-    speakers = read_mapping(utt2spk)
-    if speakers is not None:
-        missing = [u.utt_id for u in utts if u.utt_id not in speakers]
-        if missing:
-            raise KaldiDataError(
-                f"{utt2spk if not isinstance(utt2spk, Mapping) else 'utt2spk'}: no speaker for {len(missing)}"
-                f" utterance(s) of {source}, e.g. {missing[:3]}"
-            )
+    utts, texts, speakers = _inputs(source, segments, text, utt2spk, allow_pipes)
     (out / "conf").mkdir(parents=True, exist_ok=True)
     run = _FeatureRun(config, skip_bad, allow_pipes, PrepareSummary(out_dir=out))
     with torch_threads(num_threads), progress_bar(progress, len(utts), f"{config.kind} features") as advance:
@@ -205,13 +191,35 @@ def prepare_data_dir(
     summary.num_done = len(done)
     summary.num_frames = sum(run.num_frames.values())
     log.info("%s: %s", out, summary)
-    for what, ids in (
-        ("text lines without audio", summary.text_without_audio),
-        ("without text", summary.audio_without_text),
-    ):
-        if ids:
-            log.warning("%s: %d utterance(s) %s, e.g. %s", out, len(ids), what, ids[:5])
+    if summary.text_without_audio:
+        log.warning("%s: %d text lines without audio, e.g. %s", out, len(summary.text_without_audio),
+                    summary.text_without_audio[:5])  # fmt: skip
+    if summary.audio_without_text:
+        log.warning("%s: %d utterance(s) without text, e.g. %s", out, len(summary.audio_without_text),
+                    summary.audio_without_text[:5])  # fmt: skip
     return summary
+
+
+def _inputs(
+    source: Path,
+    segments: str | Path | None,
+    text: str | Path | Mapping[str, str] | None,
+    utt2spk: str | Path | Mapping[str, str] | None,
+    allow_pipes: bool,
+) -> tuple[list[Utterance], dict[str, str] | None, dict[str, str] | None]:
+    """The utterances (no shell pipe unless allowed), transcripts and speakers, checked before any work."""
+    utts = list_utterances(source, segments=segments)
+    for utt in utts:  # never run a command by surprise
+        refuse_pipe(utt.spec, allow_pipes=allow_pipes, source=utt.source)
+    speakers = read_mapping(utt2spk)
+    if speakers is not None:
+        missing = [u.utt_id for u in utts if u.utt_id not in speakers]
+        if missing:
+            raise KaldiDataError(
+                f"{utt2spk if not isinstance(utt2spk, Mapping) else 'utt2spk'}: no speaker for {len(missing)}"
+                f" utterance(s) of {source}, e.g. {missing[:3]}"
+            )
+    return utts, read_mapping(text), speakers
 
 
 @dataclass
