@@ -67,7 +67,7 @@ def main() -> None:
         print("| test set | grammar | utterances | frames | decode s | frames/s | x real time | RTF | WER % |")
         print("|---|---|---:|---:|---:|---:|---:|---:|---:|")
         for data_dir, grammar in (("fsdd:test", "word"), ("fsdd:test_connected", "loop")):
-            from lightning_rectifier.data.datadir import read_kaldi_map
+            from lightning_rectifier.data.tables import read_kaldi_map
             from lightning_rectifier.data.demo import resolve_data_dir
 
             likelihoods, _ = compute_loglikelihoods(model, data_dir)

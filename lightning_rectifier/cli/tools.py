@@ -1,7 +1,8 @@
 """The project's own subcommands: ``prepare``, ``align``, ``decode``, ``compare`` and ``grid``.
 
-Each parses its arguments with argparse (fast: nothing heavy is imported before the arguments are valid) and calls
-the library function that does the work.
+Each calls one library function; its options are generated from that function's signature and docstring
+(:mod:`lightning_rectifier.cli.arguments`), so ``--help`` says what the Python API says. ``grid`` and ``compare``
+import nothing heavy before their arguments are valid.
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
+
+from lightning_rectifier.cli.arguments import add_function_arguments
 
 log = logging.getLogger("lightning_rectifier")
 
@@ -123,37 +126,16 @@ def prepare(argv: Sequence[str]) -> int:
         "example:\n  lightning-rectifier prepare --wav_scp data/train/wav.scp --text data/train/text \\\n"
         "      --utt2spk data/train/utt2spk --out_dir data/train_mfcc --config conf/mfcc.yaml",
     )
-    source = parser.add_mutually_exclusive_group(required=True)
-    source.add_argument("--wav_scp", help="Kaldi wav.scp (utterance or recording -> audio file)")
-    source.add_argument("--audio_dir", help="a folder of .wav/.flac files (utterance id = file name stem)")
-    parser.add_argument("--out_dir", required=True, help="the data directory to write")
-    parser.add_argument("--text", help="transcripts (Kaldi text)")
-    parser.add_argument("--utt2spk", help="utterance -> speaker (default: each utterance its own speaker)")
-    parser.add_argument("--segments", help="Kaldi segments file (utterances cut from wav.scp recordings)")
-    parser.add_argument("--config", help="feature configuration: YAML (kind, sample_rate, options) or Kaldi mfcc.conf")
-    parser.add_argument("--compress", action="store_true", help="store Kaldi-compressed features")
-    parser.add_argument("--skip_bad", action="store_true", help="skip (and count) unreadable audio instead of failing")
-    parser.add_argument("--allow_pipes", action="store_true", help="run wav.scp entries that are shell commands")
-    parser.add_argument("--no_progress", action="store_true", help="no progress bar")
-    args = parser.parse_args(argv)
-    _logging()
     from lightning_rectifier.frontend.prepare import prepare_data_dir
 
+    source = parser.add_mutually_exclusive_group(required=True)  # the function's wav_scp_or_folder, as two flags
+    source.add_argument("--wav_scp", help="Kaldi wav.scp (utterance or recording -> audio file), or a data directory")
+    source.add_argument("--audio_dir", help="a folder of .wav/.flac files (utterance id = file name stem)")
+    options = add_function_arguments(parser, prepare_data_dir, skip={"wav_scp_or_folder"}, negate={"progress"})
+    args = parser.parse_args(argv)
+    _logging()
     _one_handler_for_lightning()
-
-    summary = prepare_data_dir(
-        args.wav_scp or args.audio_dir,
-        args.out_dir,
-        text=args.text,
-        utt2spk=args.utt2spk,
-        segments=args.segments,
-        config=args.config,
-        compress=args.compress,
-        skip_bad=args.skip_bad,
-        allow_pipes=args.allow_pipes,
-        progress=not args.no_progress,
-    )
-    del summary  # logged by the library (one line, as Kaldi's tools)
+    prepare_data_dir(args.wav_scp or args.audio_dir, **options.kwargs(args))  # logs its summary (one line)
     return 0
 
 
@@ -166,32 +148,26 @@ def align(argv: Sequence[str]) -> int:
         "Needs the [align] extra: pip install 'lightning-rectifier[align]'.\n\n"
         "example:\n  lightning-rectifier align --data_dir data/train_mfcc",
     )
-    parser.add_argument("--data_dir", required=True, help="data directory made by `prepare` (wav.scp, text, ...)")
-    parser.add_argument("--out_dir", help="where to write the alignments (default: the data directory)")
-    parser.add_argument("--text", help="transcripts (default: the data directory's text)")
-    parser.add_argument("--strict", action="store_true", help="fail on the first utterance that cannot be aligned")
-    parser.add_argument("--allow_pipes", action="store_true", help="run wav.scp entries that are shell commands")
-    parser.add_argument("--no_progress", action="store_true", help="no progress bar")
-    args = parser.parse_args(argv)
-    _logging()
     from lightning_rectifier.frontend.align import align_data_dir
     from lightning_rectifier.frontend.features import FeatureConfig
 
-    _one_handler_for_lightning()
-
-    data_dir = Path(args.data_dir)
-    config_file = data_dir / "conf" / "features.yaml"
-    config = FeatureConfig.load(config_file) if config_file.exists() else None
-    summary = align_data_dir(
-        data_dir,
-        args.out_dir or data_dir,
-        text=args.text,
-        config=config,
-        strict=args.strict,
-        allow_pipes=args.allow_pipes,
-        progress=not args.no_progress,
+    options = add_function_arguments(
+        parser,
+        align_data_dir,
+        rename={"source": "data_dir"},
+        skip={"config", "aligner"},  # the features' own configuration (conf/features.yaml) and the bundled model
+        optional={"out_dir"},
+        negate={"progress"},
+        notes={"out_dir": "Default: the data directory."},
     )
-    del summary  # logged by the library (one line, as Kaldi's tools)
+    args = parser.parse_args(argv)
+    _logging()
+    _one_handler_for_lightning()
+    kwargs = options.kwargs(args)
+    config_file = Path(args.data_dir) / "conf" / "features.yaml"
+    kwargs["config"] = FeatureConfig.load(config_file) if config_file.exists() else None
+    kwargs["out_dir"] = kwargs["out_dir"] or args.data_dir
+    align_data_dir(**kwargs)  # logs its summary (one line)
     return 0
 
 
@@ -202,75 +178,30 @@ def decode(argv: Sequence[str]) -> int:
     """``lightning-rectifier decode``: words and WER from a trained model."""
     parser = _parser(
         "decode",
-        "Decodes a data directory to words with a trained model: scaled log-likelihoods (log-posteriors minus log\n"
-        "priors from the training alignments) through kaldi-decoder's FasterDecoder. Writes OUT/hyp.txt (Kaldi text),\n"
-        "OUT/ali.ark (best-path senone per frame) and, when DIR/text exists, OUT/wer.json. Without --graph, the demo\n"
-        "corpus's digit grammar. Without --out_dir, OUT is the run's eval/<data>/decode (runs/<name>/eval/fsdd_test/\n"
-        "decode for a checkpoint in runs/<name>/checkpoints), where `compare` finds it.\n\n"
+        "Decodes a data directory to words with a trained model and writes OUT/hyp.txt (Kaldi text), OUT/ali.ark\n"
+        "(best-path senone per frame) and, when DIR/text exists, OUT/wer.json. Without --graph, the demo corpus's\n"
+        "digit grammar. Without --out_dir, OUT is the run's eval/<data>/decode (runs/<name>/eval/fsdd_test/decode\n"
+        "for a checkpoint in runs/<name>/checkpoints), where `compare` finds it.\n\n"
         "examples:\n"
         "  lightning-rectifier decode --ckpt_path runs/relu-3x256 --data_dir fsdd:test --grammar word\n"
         "  lightning-rectifier decode --ckpt_path CKPT --data_dir data/eval2000 --graph exp/tri4/graph/HCLG.fst \\\n"
         "      --words exp/tri4/graph/words.txt --transition_model exp/tri4/final.mdl --out_dir exp/decode_eval2000",
     )
-    parser.add_argument("--ckpt_path", required=True, help="checkpoint of a trained model, or a run (its best)")
-    parser.add_argument("--data_dir", required=True, help="data directory to decode (fsdd:<split> for the demo)")
-    parser.add_argument("--out_dir", help="where to write hyp.txt, ali.ark, wer.json (default: the run's eval folder)")
-    parser.add_argument("--graph", help="decoding graph: Kaldi HCLG.fst (const or vector) or a senone-labelled FST")
-    parser.add_argument("--words", help="words.txt of the graph (default: next to the graph)")
-    parser.add_argument("--transition_model", help="final.mdl of an HCLG over transition-ids")
-    parser.add_argument("--grammar", choices=["loop", "word"], default="loop", help="demo grammar (without --graph)")
-    parser.add_argument("--acoustic_scale", type=float, default=0.1, help="scale of the log-likelihoods (Kaldi: 0.1)")
-    parser.add_argument("--insertion_penalty", type=float, default=0.0, help="cost added per word")
-    parser.add_argument("--beam", type=float, default=13.0, help="decoding beam")
-    parser.add_argument("--max_active", type=int, default=7000, help="most active states per frame")
-    parser.add_argument("--tune_dir", help="choose acoustic scale / insertion penalty by WER on this data directory")
-    parser.add_argument("--num_workers", type=int, default=0, help="decoding worker processes (0: in-process)")
-    parser.add_argument("--write_loglikes", action="store_true", help="also write OUT/loglikes.ark,scp for Kaldi")
-    parser.add_argument("--device", default="auto", help="auto (GPU when available), cpu, cuda, cuda:1 ...")
-    parser.add_argument("--precision", choices=["32", "bf16"], default="32", help="network precision")
-    args = parser.parse_args(argv)
-    from lightning_rectifier.cli.errors import UserError, check_data_dir
-    from lightning_rectifier.cli.run_layout import CHECKPOINTS, best_checkpoint, eval_dir, run_of_checkpoint
-
-    if Path(args.ckpt_path).is_dir():  # a run folder: its best checkpoint
-        best = best_checkpoint(args.ckpt_path)
-        if best is None:
-            raise UserError(f"--ckpt_path {args.ckpt_path}: a folder without {CHECKPOINTS}/best-*.ckpt (run fit first)")
-        args.ckpt_path = str(best)
-        print(f"decode: the run's best checkpoint (lowest val/loss): {args.ckpt_path}")
-    if not Path(args.ckpt_path).is_file():
-        raise UserError(f"--ckpt_path {args.ckpt_path}: no such file (expected a checkpoint written by fit)")
-    check_data_dir("--data_dir", args.data_dir)
-    if args.tune_dir:
-        check_data_dir("--tune_dir", args.tune_dir)
-    if args.out_dir is None:
-        run_dir = run_of_checkpoint(args.ckpt_path)
-        if run_dir is None:
-            raise UserError(f"--ckpt_path {args.ckpt_path} is not in a run's checkpoints folder: give --out_dir")
-        args.out_dir = str(eval_dir(run_dir, args.data_dir) / "decode")
-    _logging()
     from lightning_rectifier.decode.directory import decode_directory
 
-    _one_handler_for_lightning()
-
-    report = decode_directory(
-        args.ckpt_path,
-        args.data_dir,
-        args.out_dir,
-        graph=args.graph,
-        words=args.words,
-        transition_model=args.transition_model,
-        grammar=args.grammar,
-        acoustic_scale=args.acoustic_scale,
-        insertion_penalty=args.insertion_penalty,
-        beam=args.beam,
-        max_active=args.max_active,
-        num_workers=args.num_workers,
-        tune_dir=args.tune_dir,
-        write_loglikes=args.write_loglikes,
-        device=args.device,
-        precision=args.precision,
+    options = add_function_arguments(
+        parser,
+        decode_directory,
+        rename={"checkpoint": "ckpt_path"},
+        optional={"out_dir"},
+        notes={"checkpoint": "A run folder means its best checkpoint.", "out_dir": "Default: the run's eval folder."},
     )
+    args = parser.parse_args(argv)
+    kwargs = options.kwargs(args)
+    kwargs["checkpoint"], kwargs["out_dir"] = _decode_paths(args)
+    _logging()
+    _one_handler_for_lightning()
+    report = decode_directory(**kwargs)
     if report.wer is not None:
         w = report.wer
         errors = w["substitutions"] + w["deletions"] + w["insertions"]
@@ -278,8 +209,34 @@ def decode(argv: Sequence[str]) -> int:
             f"WER {100 * w['wer']:.2f} % [ {errors} / {w['num_words']}, {w['insertions']} ins, {w['deletions']} del,"
             f" {w['substitutions']} sub ]  SER {100 * w['sentence_error_rate']:.2f} %  ({args.data_dir})"
         )
-    print(f"decode: {', '.join(report.files)} in {args.out_dir}")
+    print(f"decode: {', '.join(report.files)} in {kwargs['out_dir']}")
     return 0
+
+
+def _decode_paths(args: argparse.Namespace) -> tuple[str, str]:
+    """The checkpoint (a run folder: its best) and the output folder (default: the run's eval folder), checked."""
+    from lightning_rectifier.cli.errors import UserError, check_data_dir
+    from lightning_rectifier.cli.run_layout import CHECKPOINTS, best_checkpoint, eval_dir, run_of_checkpoint
+
+    checkpoint = args.ckpt_path
+    if Path(checkpoint).is_dir():  # a run folder: its best checkpoint
+        best = best_checkpoint(checkpoint)
+        if best is None:
+            raise UserError(f"--ckpt_path {checkpoint}: a folder without {CHECKPOINTS}/best-*.ckpt (run fit first)")
+        checkpoint = str(best)
+        print(f"decode: the run's best checkpoint (lowest val/loss): {checkpoint}")
+    if not Path(checkpoint).is_file():
+        raise UserError(f"--ckpt_path {checkpoint}: no such file (expected a checkpoint written by fit)")
+    check_data_dir("--data_dir", args.data_dir)
+    if args.tune_dir:
+        check_data_dir("--tune_dir", args.tune_dir)
+    out_dir = args.out_dir
+    if out_dir is None:
+        run_dir = run_of_checkpoint(checkpoint)
+        if run_dir is None:
+            raise UserError(f"--ckpt_path {checkpoint} is not in a run's checkpoints folder: give --out_dir")
+        out_dir = str(eval_dir(run_dir, args.data_dir) / "decode")
+    return checkpoint, out_dir
 
 
 def compare(argv: Sequence[str]) -> int:

@@ -138,7 +138,7 @@ def load_runs(paths: Sequence[str | os.PathLike[str]], *, wandb: bool = True) ->
 
 
 def _lightning_records(version_dirs: dict[Path, Path], skipped: list[str]) -> list[RunRecord]:
-    """One record per run directory (its ``version_<N>`` folders merged); runs without hyperparameters to ``skipped``."""
+    """One record per run directory (``version_<N>`` folders merged); runs without hyperparameters go to ``skipped``."""
     by_run: dict[Path, list[Path]] = {}
     for resolved, version in version_dirs.items():  # version_<N> folders of one run directory are one run
         by_run.setdefault(resolved.parent if version_number(resolved) >= 0 else resolved, []).append(version)

@@ -17,70 +17,9 @@ import numpy as np
 from lightning_rectifier.data.archive import MatrixEntry, resolve_path
 from lightning_rectifier.data.errors import KaldiDataError, refuse_pipe, where
 from lightning_rectifier.data.kaldi_io import index_features, read_matrix
-from lightning_rectifier.data.tables import read_table
+from lightning_rectifier.data.tables import Segment, read_kaldi_map, read_segments
 
 log = logging.getLogger(__name__)
-
-
-def read_kaldi_map(path: str | os.PathLike[str], *, multi: bool = False) -> dict[str, str]:
-    """Reads a two-column Kaldi file (``key value...``) into a dict, refusing duplicate keys.
-
-    Args:
-        path: The file (``utt2spk``, ``text``, ``spk2utt``, ...).
-        multi: Allow values with spaces (``text``, ``spk2utt``); otherwise a value must be one token.
-
-    Raises:
-        KaldiDataError: A missing file, a line without value, an unexpected extra column, or a duplicate key; the
-            message names the file, the line and the key.
-
-    Example:
-        >>> read_kaldi_map("tests/fixtures/mini_librispeech/utt2spk")["lbi-6241-61943-0000"]
-        'lbi-6241-61943'
-    """
-    path = Path(path)
-    out: dict[str, str] = {}
-    first_line: dict[str, int] = {}
-    for number, key, value in read_table(path):
-        if not value and not multi:
-            raise KaldiDataError(f"{where(path, key, number)}: expected 'key value', got {key!r} alone")
-        if not multi and len(value.split()) != 1:
-            raise KaldiDataError(f"{where(path, key, number)}: expected one value after the key, got {value!r}")
-        if key in out:
-            raise KaldiDataError(f"{where(path, key, number)}: key listed twice (first on line {first_line[key]})")
-        out[key], first_line[key] = value, number
-    return out
-
-
-@dataclass(frozen=True)
-class Segment:
-    """A line of ``segments``: the utterance is ``recording`` from ``start`` to ``end`` seconds."""
-
-    recording: str
-    start: float
-    end: float
-
-
-def read_segments(path: str | os.PathLike[str]) -> dict[str, Segment]:
-    """Reads a Kaldi ``segments`` file (``utt recording start end``).
-
-    Raises:
-        KaldiDataError: Malformed lines or ``end <= start`` (``end`` of -1 means "to the end", as in Kaldi).
-
-    Example:
-        >>> read_segments("tests/fixtures/mini_librispeech/segments")["lbi-3536-23268-0000"]
-        Segment(recording='lbi-3536-23268-0000', start=1.0, end=20.89)
-    """
-    out: dict[str, Segment] = {}
-    for key, value in read_kaldi_map(path, multi=True).items():
-        parts = value.split()
-        try:
-            recording, start, end = parts[0], float(parts[1]), float(parts[2])
-        except (IndexError, ValueError):
-            raise KaldiDataError(f"{where(path, key)}: expected 'utt recording start end', got {value!r}") from None
-        if end != -1 and end <= start:
-            raise KaldiDataError(f"{where(path, key)}: segment ends ({end}) before it starts ({start})")
-        out[key] = Segment(recording, start, end)
-    return out
 
 
 @dataclass

@@ -11,11 +11,17 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
+from lightning_rectifier.data.tables import read_kaldi_map
+from lightning_rectifier.data.demo import resolve_data_dir
+from lightning_rectifier.data.kaldi_io import write_alignments
 from lightning_rectifier.decode.acoustic_model import AcousticModel, Precision, compute_loglikelihoods
+from lightning_rectifier.decode.decoder import Decoder, DecoderOptions, DecodingResult
+from lightning_rectifier.decode.export import write_loglikelihoods
+from lightning_rectifier.decode.scoring import grid_search, word_error_rate, write_text
 
 __all__ = ["DecodeReport", "decode_directory", "demo_graph", "graph_builder", "load_graph"]
 
@@ -112,17 +118,35 @@ def decode_directory(
 ) -> DecodeReport:
     """Decodes a data directory with a trained model: ``hyp.txt``, ``ali.ark`` and, given a transcript, ``wer.json``.
 
-    With ``tune_dir`` (a validation data directory with a ``text``), acoustic scale and insertion penalty are first
-    chosen by a grid search there (as Kaldi's scoring does over LM weight and word insertion penalty).
-    Writes only into ``out_dir`` (the command line's default is the run's ``eval/<data>/decode``, see
-    :mod:`lightning_rectifier.cli.run_layout`).
-    """
-    from lightning_rectifier.data.datadir import read_kaldi_map
-    from lightning_rectifier.data.demo import resolve_data_dir
-    from lightning_rectifier.data.kaldi_io import write_alignments
-    from lightning_rectifier.decode import Decoder, DecoderOptions, grid_search, word_error_rate, write_text
-    from lightning_rectifier.decode.export import write_loglikelihoods
+    Scaled log-likelihoods (log-posteriors minus the log priors of the training alignments) go through
+    kaldi-decoder's FasterDecoder. With ``tune_dir`` (a validation data directory with a ``text``), acoustic scale and
+    insertion penalty are first chosen by a grid search there (as Kaldi's scoring does over LM weight and word
+    insertion penalty). Writes only into ``out_dir`` (the command line's default is the run's ``eval/<data>/decode``,
+    see :mod:`lightning_rectifier.cli.run_layout`). ``lightning-rectifier decode``'s options are generated from this
+    signature and these descriptions.
 
+    Args:
+        checkpoint: Checkpoint of a trained model (written by ``fit``).
+        data_dir: Data directory to decode (``fsdd:<split>`` for the demo corpus).
+        out_dir: Where to write ``hyp.txt``, ``ali.ark``/``ali.scp``, ``failed.txt`` and ``wer.json``.
+        graph: Decoding graph: a Kaldi ``HCLG.fst`` (const or vector) or a senone-labelled FST; None: the demo
+            corpus's digit grammar.
+        words: ``words.txt`` of the graph (default: next to the graph).
+        transition_model: ``final.mdl`` of an HCLG over transition-ids.
+        grammar: Demo grammar without a graph: ``loop`` (connected digits) or ``word`` (one digit).
+        acoustic_scale: Scale of the log-likelihoods (Kaldi: 0.1).
+        insertion_penalty: Cost added per word.
+        beam: Decoding beam.
+        max_active: Most active states per frame.
+        num_workers: Decoding worker processes (0: in this process).
+        tune_dir: Choose acoustic scale and insertion penalty by WER on this data directory first.
+        write_loglikes: Also write ``loglikes.ark``/``loglikes.scp`` (Kaldi float matrices) for Kaldi's decoders.
+        device: ``auto`` (a GPU when available), ``cpu``, ``cuda``, ``cuda:1``...
+        precision: Network precision: ``32`` or ``bf16``.
+
+    Returns:
+        The hypotheses, the WER record (None without a transcript), the settings used and the files written.
+    """
     model = AcousticModel.load(checkpoint)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -134,57 +158,65 @@ def decode_directory(
         trained_on_demo=model.trained_on_demo,
         grammar=grammar,
     )
+    options = DecoderOptions(beam=beam, max_active=max_active, acoustic_scale=acoustic_scale)
     settings: dict[str, Any] = {"acoustic_scale": acoustic_scale, "insertion_penalty": insertion_penalty}
     if tune_dir is not None:
         tune_likelihoods, _ = compute_loglikelihoods(model, tune_dir, device=device, precision=precision)
-        references = read_kaldi_map(Path(resolve_data_dir(tune_dir)) / "text", multi=True)
-        search = grid_search(
-            build,
-            tune_likelihoods,
-            references,
-            options=DecoderOptions(beam=beam, max_active=max_active),
-            num_workers=num_workers,
-        )
-        settings = {"acoustic_scale": search.acoustic_scale, "insertion_penalty": search.insertion_penalty}
-        (out / "grid.json").write_text(json.dumps(search.to_dict(), indent=2) + "\n")
-        log.info("tuned on %s: acoustic scale %s, insertion penalty %s", tune_dir, *settings.values())
-    decoding_graph = build(settings["insertion_penalty"])
+        settings = _tune(build, tune_likelihoods, tune_dir, options, num_workers, out)
     likelihoods, _ = compute_loglikelihoods(model, data_dir, device=device, precision=precision)
-    if write_loglikes:
-        write_loglikelihoods(f"ark,scp:{out / 'loglikes.ark'},{out / 'loglikes.scp'}", likelihoods)
-    decoder = Decoder(
-        decoding_graph, DecoderOptions(beam=beam, max_active=max_active, acoustic_scale=settings["acoustic_scale"])
-    )
+    decoder = Decoder(build(settings["insertion_penalty"]), replace(options, acoustic_scale=settings["acoustic_scale"]))
     result = decoder.decode_many(likelihoods, num_workers=num_workers)
-    hypotheses = result.text()
-    write_text(out / "hyp.txt", hypotheses)
+    files = _write_decoding(out, result, likelihoods if write_loglikes else None)
+    wer = _score(out, data_dir, result, {**settings, "data_dir": data_dir, "checkpoint": str(checkpoint)})
+    files += ["wer.json"] if wer is not None else []
+    return DecodeReport(result.text(), wer, settings, files)
+
+
+def _tune(
+    build: Callable[[float], Any],
+    likelihoods: dict[str, Any],
+    tune_dir: str,
+    options: DecoderOptions,
+    num_workers: int,
+    out: Path,
+) -> dict[str, Any]:
+    """Acoustic scale and insertion penalty chosen by WER on ``tune_dir`` (``grid.json`` records the grid)."""
+    references = read_kaldi_map(Path(resolve_data_dir(tune_dir)) / "text", multi=True)
+    search = grid_search(build, likelihoods, references, options=options, num_workers=num_workers)
+    settings = {"acoustic_scale": search.acoustic_scale, "insertion_penalty": search.insertion_penalty}
+    (out / "grid.json").write_text(json.dumps(search.to_dict(), indent=2) + "\n")
+    log.info("tuned on %s: acoustic scale %s, insertion penalty %s", tune_dir, *settings.values())
+    return settings
+
+
+def _write_decoding(out: Path, result: DecodingResult, likelihoods: dict[str, Any] | None) -> list[str]:
+    """Writes ``hyp.txt``, ``ali.ark``/``scp``, ``failed.txt`` and, given likelihoods, ``loglikes.ark``/``scp``."""
+    if likelihoods is not None:
+        write_loglikelihoods(f"ark,scp:{out / 'loglikes.ark'},{out / 'loglikes.scp'}", likelihoods)
+    write_text(out / "hyp.txt", result.text())
     write_alignments(
         f"ark,scp:{out / 'ali.ark'},{out / 'ali.scp'}", ((k, h.alignment) for k, h in result.hypotheses.items())
     )
+    (out / "failed.txt").write_text("".join(f"{key}\n" for key in result.not_final))  # no final state reached
     log.info(
         "decoded %d utterances (%d frames) at %.0f frames/s (%.0fx real time), %d without a final state",
-        len(hypotheses),
+        len(result.hypotheses),
         result.num_frames,
         result.frames_per_second,
         1.0 / max(result.real_time_factor, 1e-12),
         len(result.not_final),
     )
-    files = ["hyp.txt", "ali.ark", "ali.scp"] + (["loglikes.ark", "loglikes.scp"] if write_loglikes else [])
-    failed = result.not_final  # no path to a final state, or no finite cost
-    (out / "failed.txt").write_text("".join(f"{key}\n" for key in failed))
-    files.append("failed.txt")
-    wer = None
+    loglikes = ["loglikes.ark", "loglikes.scp"] if likelihoods is not None else []
+    return ["hyp.txt", "ali.ark", "ali.scp", *loglikes, "failed.txt"]
+
+
+def _score(out: Path, data_dir: str, result: DecodingResult, record: dict[str, Any]) -> dict[str, Any] | None:
+    """``wer.json`` when the data directory has a transcript: the error counts and ``record`` (settings, sources)."""
     text_file = Path(resolve_data_dir(data_dir)) / "text"
-    if text_file.exists():
-        scored = word_error_rate(read_kaldi_map(text_file, multi=True), hypotheses)
-        wer = {
-            **scored.to_dict(),
-            **settings,
-            "data_dir": data_dir,
-            "checkpoint": str(checkpoint),
-            "failed_utterances": len(failed),
-        }
-        (out / "wer.json").write_text(json.dumps(wer, indent=2) + "\n")
-        files.append("wer.json")
-        log.debug("%s", scored)  # the command line prints it
-    return DecodeReport(hypotheses, wer, settings, files)
+    if not text_file.exists():
+        return None
+    scored = word_error_rate(read_kaldi_map(text_file, multi=True), result.text())
+    wer = {**scored.to_dict(), **record, "failed_utterances": len(result.not_final)}
+    (out / "wer.json").write_text(json.dumps(wer, indent=2) + "\n")
+    log.debug("%s", scored)  # the command line prints it
+    return wer

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy.typing as npt
 
-from lightning_rectifier.data.datadir import read_kaldi_map
+from lightning_rectifier.data.tables import read_kaldi_map
 
 if TYPE_CHECKING:
     from lightning_rectifier.decode.decoder import DecoderOptions

@@ -22,7 +22,7 @@ import torch
 import torchaudio.functional
 
 from lightning_rectifier.data.errors import KaldiDataError, is_pipe, refuse_pipe, where
-from lightning_rectifier.data.tables import read_table
+from lightning_rectifier.data.tables import read_kaldi_map, read_segments, read_unique_rows
 
 __all__ = [
     "AUDIO_SUFFIXES",
@@ -30,7 +30,6 @@ __all__ = [
     "Utterance",
     "list_utterances",
     "load_utterance",
-    "read_kaldi_table",
     "read_mapping",
 ]
 
@@ -70,31 +69,11 @@ class Utterance:
     end: float | None = None
 
 
-def read_kaldi_table(path: str | Path) -> list[tuple[str, str, int]]:
-    r"""Reads a Kaldi text table (``key value...`` per line) as ``(key, value, line)``; duplicate keys raise.
-
-    Example:
-        >>> import tempfile, os
-        >>> with tempfile.TemporaryDirectory() as d:
-        ...     _ = open(os.path.join(d, "text"), "w").write("u1 hello world\nu2  seven\n")
-        ...     read_kaldi_table(os.path.join(d, "text"))
-        [('u1', 'hello world', 1), ('u2', 'seven', 2)]
-    """
-    rows: list[tuple[str, str, int]] = []
-    seen: dict[str, int] = {}
-    for number, key, value in read_table(path):
-        if key in seen:
-            raise KaldiDataError(f"{where(path, key, number)}: duplicate key (first on line {seen[key]})")
-        seen[key] = number
-        rows.append((key, value, number))
-    return rows
-
-
 def read_mapping(value: str | Path | Mapping[str, str] | None) -> dict[str, str] | None:
     """A Kaldi two-column table (``text``, ``utt2spk``...) given as a file or already as a mapping; None stays None."""
     if value is None or isinstance(value, Mapping):
         return None if value is None else dict(value)
-    return {key: rest for key, rest, _ in read_kaldi_table(value)}
+    return read_kaldi_map(value, multi=True)
 
 
 def _resolve_audio_path(spec: str, table: Path) -> str:
@@ -134,7 +113,7 @@ def list_utterances(source: str | Path, *, segments: str | Path | None = None) -
     elif source.is_file():
         recordings = {
             key: (_resolve_audio_path(value, source) if not is_pipe(value) else value, where(source, key, line))
-            for key, value, line in read_kaldi_table(source)
+            for line, key, value in read_unique_rows(source)
         }
         for value, loc in recordings.values():
             if not value:
@@ -147,20 +126,12 @@ def list_utterances(source: str | Path, *, segments: str | Path | None = None) -
         utts = [Utterance(key, key, spec, loc) for key, (spec, loc) in recordings.items()]
     else:
         utts = []
-        for key, value, line in read_kaldi_table(segments):
-            loc = where(segments, key, line)
-            fields = value.split()
-            try:
-                rec, start, end = fields[0], float(fields[1]), float(fields[2])
-                if len(fields) != 3:
-                    raise ValueError
-            except (IndexError, ValueError):
-                raise KaldiDataError(f"{loc}: expected 'utt recording start end', got {value!r}") from None
-            if rec not in recordings:
-                raise KaldiDataError(f"{loc}: recording {rec!r} is not in {source}")
-            if start < 0 or (end >= 0 and end <= start):
-                raise KaldiDataError(f"{loc}: expected 0 <= start < end (or end = -1), got {start} {end}")
-            utts.append(Utterance(key, rec, recordings[rec][0], loc, start, None if end < 0 else end))
+        for key, segment in read_segments(segments).items():
+            loc = where(segments, key, segment.line)
+            if segment.recording not in recordings:
+                raise KaldiDataError(f"{loc}: recording {segment.recording!r} is not in {source}")
+            end = None if segment.end < 0 else segment.end
+            utts.append(Utterance(key, segment.recording, recordings[segment.recording][0], loc, segment.start, end))
     return sorted(utts, key=lambda u: u.utt_id.encode())
 
 

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from lightning_rectifier.data import AlignedFramesDataModule, KaldiDataError
-from lightning_rectifier.data.datadir import read_kaldi_map
 from lightning_rectifier.data.kaldi_io import read_features, write_alignments, write_matrices
+from lightning_rectifier.data.tables import read_kaldi_map
 from lightning_rectifier.data.transforms import compute_cmvn_stats
 from tests.conftest import synthetic_labels
 

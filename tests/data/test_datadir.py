@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from lightning_rectifier.data import KaldiDataDir, KaldiDataError
-from lightning_rectifier.data.datadir import Segment, read_kaldi_map
+from lightning_rectifier.data.tables import Segment, read_kaldi_map
 
 
 def test_real_data_directory(fixtures: Path) -> None:

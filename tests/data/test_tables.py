@@ -9,10 +9,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from lightning_rectifier.data.datadir import KaldiDataDir, read_kaldi_map
+from lightning_rectifier.data.datadir import KaldiDataDir
 from lightning_rectifier.data.errors import KaldiDataError
 from lightning_rectifier.data.kaldi_io import read_features
-from lightning_rectifier.data.tables import read_table, split_line
+from lightning_rectifier.data.tables import read_kaldi_map, read_table, split_line
 from lightning_rectifier.decode.graph import read_words
 
 

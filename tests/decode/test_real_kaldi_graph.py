@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from lightning_rectifier.data import TransitionModel
-from lightning_rectifier.data.datadir import read_kaldi_map
 from lightning_rectifier.data.kaldi_io import read_alignments
+from lightning_rectifier.data.tables import read_kaldi_map
 from lightning_rectifier.decode import Decoder, DecoderOptions, DecodingGraph, read_kaldi_graph, word_error_rate
 
 FIXTURE = Path(__file__).parents[1] / "fixtures" / "aishell_mono"
