@@ -10,10 +10,11 @@ counted and reported in one summary line such as ``done 2991, no alignment 9``.
 from __future__ import annotations
 
 import logging
+import warnings
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Literal, get_args
 
 import numpy as np
 import torch
@@ -72,7 +73,7 @@ class LoadReport:
         return ", ".join(parts)
 
 
-CMVN_MODES = ("auto", "none", "scp", "speaker", "utterance", "global")
+CMVN_MODES: tuple[str, ...] = get_args(CmvnMode)
 
 
 @dataclass(frozen=True)
@@ -84,31 +85,49 @@ class FeaturePipeline:
             features, as Kaldi recipes always compute them), ``"none"``, ``"scp"`` (require
             ``cmvn.scp``; per speaker or per utterance, whichever its keys are), ``"speaker"`` / ``"utterance"``
             (statistics computed from the features themselves), ``"global"`` (one set of statistics from the
-            training features, applied to every set), or the path of a Kaldi statistics matrix (global CMVN).
+            training features, applied to every set; or from ``cmvn_stats``).
         norm_vars: Normalise variances too (Kaldi's ``--norm-vars``).
         delta_order: Delta order appended by ``add-deltas`` (0: none; Kaldi's default is 2).
         delta_window: Delta window half-width.
         left_context: Frames of left context spliced onto each frame.
         right_context: Frames of right context.
+        cmvn_stats: A Kaldi CMVN statistics matrix (``compute-cmvn-stats`` output) applied to every set: global CMVN
+            from a file (``cmvn`` must then be ``"auto"`` or ``"global"``).
     """
 
-    cmvn: str = "auto"
+    cmvn: CmvnMode = "auto"
     norm_vars: bool = False
     delta_order: int = 0
     delta_window: int = 2
     left_context: int = 5
     right_context: int = 5
+    cmvn_stats: str | None = None
 
     def __post_init__(self) -> None:
-        if self.cmvn not in CMVN_MODES and not Path(self.cmvn).is_file():
-            import difflib
+        if self.cmvn not in CMVN_MODES:
+            if not Path(self.cmvn).is_file():
+                import difflib
 
-            close = difflib.get_close_matches(self.cmvn, CMVN_MODES, n=1)
-            hint = f" Did you mean {close[0]!r}?" if close else ""
-            raise KaldiDataError(
-                f"cmvn {self.cmvn!r} is neither a mode ({', '.join(CMVN_MODES)}) nor an existing Kaldi CMVN"
-                f" statistics file.{hint}"
+                close = difflib.get_close_matches(self.cmvn, CMVN_MODES, n=1)
+                hint = f" Did you mean {close[0]!r}?" if close else ""
+                raise KaldiDataError(
+                    f"cmvn {self.cmvn!r} is neither a mode ({', '.join(CMVN_MODES)}) nor an existing Kaldi CMVN"
+                    f" statistics file (give a file as cmvn_stats).{hint}"
+                )
+            warnings.warn(
+                f"cmvn={self.cmvn!r}: a statistics file goes in cmvn_stats now (cmvn is the mode); the old form works"
+                " until 0.3",
+                DeprecationWarning,
+                stacklevel=4,
             )
+            object.__setattr__(self, "cmvn_stats", self.cmvn)
+            object.__setattr__(self, "cmvn", "global")
+        if self.cmvn_stats is not None:
+            if self.cmvn not in ("auto", "global"):
+                raise ValueError(f"cmvn_stats holds global statistics; cmvn={self.cmvn!r} asks for another kind")
+            if not Path(self.cmvn_stats).is_file():
+                raise KaldiDataError(f"cmvn_stats {self.cmvn_stats!r}: no such Kaldi CMVN statistics file")
+            object.__setattr__(self, "cmvn", "global")
         if self.delta_order < 0 or self.delta_window < 1:
             raise ValueError(
                 f"expected delta_order >= 0 and delta_window >= 1, got {self.delta_order}, {self.delta_window}"
@@ -129,6 +148,8 @@ def _stats_per_key(
     data: KaldiDataDir, pipeline: FeaturePipeline, entries: list[MatrixEntry], global_stats: np.ndarray | None
 ) -> tuple[dict[str, np.ndarray] | None, str]:
     """Returns the statistics by key and which key an utterance uses ("speaker", "utterance" or "global")."""
+    if pipeline.cmvn_stats is not None:
+        return {"": read_matrix(pipeline.cmvn_stats, dtype=np.float64)}, "global"  # a statistics file
     mode = pipeline.cmvn
     if mode == "auto":
         mode = "scp" if data.cmvn is not None else "speaker"
@@ -166,7 +187,7 @@ def _stats_per_key(
         if not accumulated:
             raise KaldiDataError(f"{data.path}: no finite frames to compute {mode} CMVN statistics from")
         return accumulated, mode
-    return {"": read_matrix(mode, dtype=np.float64)}, "global"  # a statistics file
+    raise AssertionError(f"unhandled CMVN mode {mode!r}")  # FeaturePipeline accepts only the modes above
 
 
 def load_frame_store(

@@ -19,7 +19,14 @@ import torch
 from lightning.pytorch.utilities import rank_zero_info
 
 from lightning_rectifier.data.archive import parse_rspecifier
-from lightning_rectifier.data.corpus import FeaturePipeline, LoadReport, StoreDtype, load_frame_store, senone_priors
+from lightning_rectifier.data.corpus import (
+    CmvnMode,
+    FeaturePipeline,
+    LoadReport,
+    StoreDtype,
+    load_frame_store,
+    senone_priors,
+)
 from lightning_rectifier.data.datadir import KaldiDataDir
 from lightning_rectifier.data.demo import resolve_data_dir
 from lightning_rectifier.data.errors import KaldiDataError
@@ -112,6 +119,7 @@ class AlignedFramesDataModule(L.LightningDataModule):
             largest training label + 1.
         cmvn: CMVN mode; see :class:`~lightning_rectifier.data.corpus.FeaturePipeline`. ``"auto"`` applies the data
             directory's ``cmvn.scp`` when present, else per-speaker statistics computed from the features.
+        cmvn_stats: A Kaldi CMVN statistics file applied to every set (global CMVN from a file).
         norm_vars: Normalise variances as well as means.
         delta_order: ``add-deltas`` order (0 = none, 2 = deltas and delta-deltas).
         delta_window: ``add-deltas`` window.
@@ -149,7 +157,8 @@ class AlignedFramesDataModule(L.LightningDataModule):
         test_alignments: str | list[str] | None = None,
         predict_dir: str | None = None,
         num_senones: int | None = None,
-        cmvn: str = "auto",
+        cmvn: CmvnMode = "auto",
+        cmvn_stats: str | None = None,
         norm_vars: bool = False,
         delta_order: int = 0,
         delta_window: int = 2,
@@ -175,7 +184,9 @@ class AlignedFramesDataModule(L.LightningDataModule):
             raise ValueError(f"length_tolerance must be >= 0, got {length_tolerance}")
         # num_senones is the model's hyperparameter; the resolved value is checkpointed through state_dict()
         self.save_hyperparameters(ignore=["num_senones"])
-        self.pipeline = FeaturePipeline(cmvn, norm_vars, delta_order, delta_window, left_context, right_context)
+        self.pipeline = FeaturePipeline(
+            cmvn, norm_vars, delta_order, delta_window, left_context, right_context, cmvn_stats=cmvn_stats
+        )
         self._dirs: dict[str, KaldiDataDir] = {}
         self._alignment_cache: dict[str, dict[str, np.ndarray]] = {}
         self._transition_model: TransitionModel | None = None

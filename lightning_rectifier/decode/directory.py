@@ -15,9 +15,9 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
-from lightning_rectifier.data.tables import read_kaldi_map
 from lightning_rectifier.data.demo import resolve_data_dir
 from lightning_rectifier.data.kaldi_io import write_alignments
+from lightning_rectifier.data.tables import read_kaldi_map
 from lightning_rectifier.decode.acoustic_model import AcousticModel, Precision, compute_loglikelihoods
 from lightning_rectifier.decode.decoder import Decoder, DecoderOptions, DecodingResult
 from lightning_rectifier.decode.export import write_loglikelihoods

@@ -57,6 +57,13 @@ def test_an_unknown_option_names_the_closest_one(tmp_path: Path) -> None:
     assert "usage:" not in result.stderr
 
 
+def test_a_mistyped_cmvn_mode_is_refused_while_parsing(tmp_path: Path) -> None:
+    # cmvn is a mode (a Literal LightningCLI checks); a statistics file is --data.cmvn_stats
+    result = _cli("fit", "--data.cmvn", "speakr", cwd=tmp_path, check=False)
+    _one_line_error(result, 'Parser key "data.cmvn"', "speakr", "'speaker'")
+    assert not (tmp_path / "runs").exists()
+
+
 def test_decode_mistakes_are_one_line(tmp_path: Path) -> None:
     missing = _cli("decode", "--ckpt_path", "nope.ckpt", "--data_dir", "fsdd:test", cwd=tmp_path, check=False)
     _one_line_error(missing, "--ckpt_path nope.ckpt: no such file")

@@ -90,3 +90,30 @@ def test_a_mistyped_cmvn_mode_fails_at_once_with_a_suggestion() -> None:
         FeaturePipeline(cmvn="speakr")
     with pytest.raises(KaldiDataError, match="cmvn 'speakr'"):
         AlignedFramesDataModule(cmvn="speakr")
+
+
+def test_a_statistics_file_is_its_own_argument_and_the_old_form_still_works(ami_data_dir: Path, tmp_path) -> None:
+    from lightning_rectifier.data.corpus import FeaturePipeline
+
+    write_alignments(ami_data_dir / "ali.ark", synthetic_labels(ami_data_dir, 4).items())
+    stats = None
+    for _, matrix in read_features(f"scp:{ami_data_dir}/feats.scp"):
+        stats = compute_cmvn_stats(matrix, stats)
+    import kaldi_native_io
+
+    kaldi_native_io.DoubleMatrix(stats).write(f"{tmp_path}/global.ark", binary=True)  # compute-cmvn-stats ... global
+    from_file = AlignedFramesDataModule(
+        train_dir=str(ami_data_dir), valid_fraction=0, cmvn_stats=f"{tmp_path}/global.ark", left_context=0,
+        right_context=0,
+    )  # fmt: skip
+    from_file.setup("fit")
+    computed = AlignedFramesDataModule(train_dir=str(ami_data_dir), valid_fraction=0, cmvn="global", left_context=0,
+                                       right_context=0)  # fmt: skip
+    computed.setup("fit")  # global statistics of the same frames: the same normalised store
+    np.testing.assert_allclose(from_file.stores["train"].frame_features().numpy(), computed.stores["train"].frame_features().numpy(),
+                               atol=1e-4)  # fmt: skip
+    with pytest.warns(DeprecationWarning, match="cmvn_stats"):
+        old = FeaturePipeline(cmvn=f"{tmp_path}/global.ark")  # type: ignore[arg-type]
+    assert (old.cmvn, old.cmvn_stats) == ("global", f"{tmp_path}/global.ark")
+    with pytest.raises(ValueError, match="cmvn='speaker' asks for another kind"):
+        FeaturePipeline(cmvn="speaker", cmvn_stats=f"{tmp_path}/global.ark")
