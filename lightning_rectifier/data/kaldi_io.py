@@ -21,17 +21,15 @@ from typing import TYPE_CHECKING, Literal
 import numpy as np
 
 from lightning_rectifier.data.archive import (
-    ArchiveCache,
     MatrixEntry,
     index_archive,
     index_scp,
-    iter_int32_vector_archive,
     parse_rspecifier,
-    read_int32_vector_at,
     read_scp_lines,
     resolve_path,
 )
 from lightning_rectifier.data.errors import KaldiDataError, KaldiFormatError, is_pipe, refuse_pipe, where
+from lightning_rectifier.data.int_vectors import ArchiveCache, iter_int32_vector_archive, read_int32_vector_at
 
 if TYPE_CHECKING:
     from lightning_rectifier.data.transition_model import TransitionModel

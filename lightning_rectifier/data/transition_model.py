@@ -8,7 +8,6 @@ model file (GMM, nnet2, nnet3) starts with the TransitionModel that maps one ont
 from __future__ import annotations
 
 import os
-import re
 import struct
 from pathlib import Path
 from typing import NamedTuple
@@ -17,11 +16,11 @@ import numpy as np
 import numpy.typing as npt
 
 from lightning_rectifier.data.errors import KaldiDataError, KaldiFormatError
+from lightning_rectifier.data.kaldi_object import KaldiObjectReader
 
 NO_PDF = -1  # Kaldi's kNoPdf: the pdf class of a final (non-emitting) state
 _START, _END = b"<TransitionModel>", b"</TransitionModel>"
 _CHUNK = 1 << 20
-_TOKEN = re.compile(rb"\s*(\S{1,64})(?:\s|\Z)")  # Kaldi tokens are short; garbage fails fast
 
 
 class HmmState(NamedTuple):
@@ -38,95 +37,7 @@ class HmmState(NamedTuple):
     transitions: tuple[tuple[int, float], ...]
 
 
-class _Reader:
-    """Cursor over a Kaldi object, binary or text; each read names what it wanted if the data is not there."""
-
-    def __init__(self, data: bytes, source: str) -> None:
-        self.binary, self.source, self.data = data.startswith(b"\0B"), source, data
-        self.tokens, self.pos = ([], 2) if self.binary else (data.decode("latin-1").split(), 0)
-
-    def fail(self, what: str, got: str) -> KaldiFormatError:
-        place = f"byte {self.pos}" if self.binary else f"token {self.pos}"  # where the read began / the last token
-        return KaldiFormatError(
-            f"{self.source}: {place}: expected {what} in a {'binary' if self.binary else 'text'} Kaldi"
-            f" TransitionModel, got {got} (is the file truncated or not a Kaldi model?)"
-        )
-
-    def take(self, size: int, what: str) -> bytes:
-        if self.pos + size > len(self.data):
-            raise self.fail(what, f"the end of the data ({len(self.data)} bytes)")
-        self.pos += size
-        return self.data[self.pos - size : self.pos]
-
-    def token(self, what: str) -> str:
-        if not self.binary:
-            if self.pos >= len(self.tokens):
-                raise self.fail(what, "the end of the file")
-            self.pos += 1
-            return self.tokens[self.pos - 1]
-        match = _TOKEN.match(self.data, self.pos)
-        if match is None:
-            raise self.fail(what, repr(self.data[self.pos : self.pos + 16]))
-        self.pos = match.end()
-        return match.group(1).decode("latin-1")
-
-    def expect(self, token: str) -> None:
-        start = self.pos
-        if (got := self.token(token)) != token:
-            self.pos = start if self.binary else self.pos
-            raise self.fail(token, repr(got))
-
-    def size_byte(self, what: str, sizes: tuple[int, ...] = (4,)) -> int:
-        if (size := self.take(1, what)[0]) not in sizes:
-            self.pos -= 1
-            raise self.fail(what, f"size byte {size} where {' or '.join(map(str, sizes))} belongs")
-        return size
-
-    def int32(self, what: str, token: str | None = None) -> int:
-        if self.binary:
-            self.size_byte(what)
-            return int.from_bytes(self.take(4, what), "little", signed=True)
-        token = self.token(what) if token is None else token
-        if not re.fullmatch(r"[-+]?\d{1,10}", token) or not -(2**31) <= int(token) < 2**31:
-            raise self.fail(f"{what} (an int32)", repr(token))
-        return int(token)
-
-    def count(self, what: str) -> int:
-        if (value := self.int32(what)) < 0:
-            raise self.fail(what, str(value))
-        return value
-
-    def float(self, what: str, token: str | None = None) -> float:
-        if self.binary:
-            fmt = "<f" if self.size_byte(what, (4, 8)) == 4 else "<d"
-            return float(struct.unpack(fmt, self.take(struct.calcsize(fmt), what))[0])
-        token = self.token(what) if token is None else token
-        try:
-            return float(token)
-        except ValueError:
-            raise self.fail(what, repr(token)) from None
-
-    def int_vector(self, what: str) -> list[int]:
-        self.size_byte(what)  # binary only: one size byte, then a raw int32 length and the raw values
-        if (size := int.from_bytes(self.take(4, what), "little", signed=True)) < 0:
-            raise self.fail(what, f"length {size}")
-        return np.frombuffer(self.take(4 * size, what), "<i4").tolist()
-
-    def float_vector(self, what: str) -> np.ndarray:
-        if not self.binary:
-            self.expect("[")
-            values = []
-            while (token := self.token(f"a number or ] in {what}")) != "]":
-                values.append(self.float(f"a number or ] in {what}", token))
-            return np.array(values, np.float32)
-        if (kind := self.token(f"FV or DV starting {what}")) not in ("FV", "DV"):
-            raise self.fail(f"FV or DV starting {what}", repr(kind))
-        dtype = np.dtype("<f4" if kind == "FV" else "<f8")
-        size = self.count(f"the length of {what}")
-        return np.frombuffer(self.take(size * dtype.itemsize, what), dtype).astype(np.float32)
-
-
-def _read_binary_topology(r: _Reader) -> tuple[list[int], list[tuple[HmmState, ...]]]:
+def _read_binary_topology(r: KaldiObjectReader) -> tuple[list[int], list[tuple[HmmState, ...]]]:
     phones = r.int_vector("the topology's phone list")
     phone2idx = r.int_vector("the topology's phone-to-entry map")
     num_entries = r.int32("the number of topology entries")
@@ -153,7 +64,7 @@ def _read_binary_topology(r: _Reader) -> tuple[list[int], list[tuple[HmmState, .
     return phone2idx, entries
 
 
-def _read_text_topology(r: _Reader) -> tuple[list[int], list[tuple[HmmState, ...]]]:
+def _read_text_topology(r: KaldiObjectReader) -> tuple[list[int], list[tuple[HmmState, ...]]]:
     entry_of: dict[int, int] = {}
     entries: list[tuple[HmmState, ...]] = []
     while (token := r.token("<TopologyEntry> or </Topology>")) == "<TopologyEntry>":
@@ -334,7 +245,7 @@ class TransitionModel:
         _check_header(data[:64], source)
         if not data.startswith(b"\0B") and (end := data.find(_END)) >= 0:
             data = data[: end + len(_END)]  # split no further than the text TransitionModel
-        reader = _Reader(data, source)
+        reader = KaldiObjectReader(data, source)
         reader.expect("<TransitionModel>")
         reader.expect("<Topology>")
         phone2idx, entries = (_read_binary_topology if reader.binary else _read_text_topology)(reader)

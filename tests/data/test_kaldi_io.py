@@ -246,14 +246,14 @@ def test_transition_id_outside_the_model_names_file_and_utterance(fixtures: Path
 def test_an_alignment_scp_reads_each_archive_once(tmp_path: Path) -> None:
     from unittest import mock
 
-    from lightning_rectifier.data import archive
+    from lightning_rectifier.data import int_vectors
 
     rng = np.random.default_rng(0)
     items = [(f"u{i:03d}", rng.integers(0, 50, 20 + i).astype(np.int32)) for i in range(40)]
     write_alignments(f"ark,scp:{tmp_path / 'a.ark'},{tmp_path / 'a.scp'}", items[:20])
     write_alignments(f"ark,scp:{tmp_path / 'b.ark'},{tmp_path / 'b.scp'}", items[20:])
     (tmp_path / "ali.scp").write_text((tmp_path / "a.scp").read_text() + (tmp_path / "b.scp").read_text())
-    with mock.patch.object(archive, "_open_bytes", wraps=archive._open_bytes) as opened:
+    with mock.patch.object(int_vectors, "_open_bytes", wraps=int_vectors._open_bytes) as opened:
         read = list(read_alignments(tmp_path / "ali.scp"))
     assert opened.call_count == 2  # once per archive, not once per entry
     assert [k for k, _ in read] == [k for k, _ in items]
