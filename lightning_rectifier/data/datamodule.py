@@ -19,20 +19,14 @@ import torch
 from lightning.pytorch.utilities import rank_zero_info
 
 from lightning_rectifier.data.archive import parse_rspecifier
-from lightning_rectifier.data.corpus import (
-    CmvnMode,
-    FeaturePipeline,
-    LoadReport,
-    StoreDtype,
-    load_frame_store,
-    senone_priors,
-)
+from lightning_rectifier.data.corpus import LoadReport, StoreDtype, load_frame_store, senone_priors
 from lightning_rectifier.data.datadir import KaldiDataDir
 from lightning_rectifier.data.demo import resolve_data_dir
 from lightning_rectifier.data.errors import KaldiDataError
 from lightning_rectifier.data.frame_store import FrameStore
 from lightning_rectifier.data.kaldi_io import read_alignments
 from lightning_rectifier.data.loaders import FrameLoader, UtteranceLoader
+from lightning_rectifier.data.pipeline import CmvnMode, FeaturePipeline
 from lightning_rectifier.data.runtime import torch_threads
 from lightning_rectifier.data.transition_model import TransitionModel
 

@@ -84,7 +84,7 @@ def test_skip_invalid_counts_what_the_pipeline_made_non_finite(ami_data_dir: Pat
 
 
 def test_a_mistyped_cmvn_mode_fails_at_once_with_a_suggestion() -> None:
-    from lightning_rectifier.data.corpus import FeaturePipeline
+    from lightning_rectifier.data.pipeline import FeaturePipeline
 
     with pytest.raises(KaldiDataError, match=r"cmvn 'speakr' is neither a mode .* Did you mean 'speaker'\?"):
         FeaturePipeline(cmvn="speakr")
@@ -93,7 +93,7 @@ def test_a_mistyped_cmvn_mode_fails_at_once_with_a_suggestion() -> None:
 
 
 def test_a_statistics_file_is_its_own_argument_and_the_old_form_still_works(ami_data_dir: Path, tmp_path) -> None:
-    from lightning_rectifier.data.corpus import FeaturePipeline
+    from lightning_rectifier.data.pipeline import FeaturePipeline
 
     write_alignments(ami_data_dir / "ali.ark", synthetic_labels(ami_data_dir, 4).items())
     stats = None
