@@ -67,8 +67,8 @@ def main() -> None:
         print("| test set | grammar | utterances | frames | decode s | frames/s | x real time | RTF | WER % |")
         print("|---|---|---:|---:|---:|---:|---:|---:|---:|")
         for data_dir, grammar in (("fsdd:test", "word"), ("fsdd:test_connected", "loop")):
-            from lightning_rectifier.data.tables import read_kaldi_map
             from lightning_rectifier.data.demo import resolve_data_dir
+            from lightning_rectifier.data.tables import read_kaldi_map
 
             likelihoods, _ = compute_loglikelihoods(model, data_dir)
             decoder = Decoder(demo_graph(model.num_senones, grammar), DecoderOptions(beam=args.beam))

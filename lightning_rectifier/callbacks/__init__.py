@@ -13,8 +13,9 @@ imported lazily so that drawing or reading the saved curves
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from lightning_rectifier.exports import lazy_exports
 
 _LAZY = {
     "DecodeTestSet": "lightning_rectifier.callbacks.decode_test",
@@ -42,11 +43,4 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module 'lightning_rectifier.callbacks' has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return __all__
+__getattr__, __dir__ = lazy_exports(__name__, _LAZY, __all__)

@@ -6,8 +6,9 @@ Names are imported lazily so that reading an archive does not pay for importing 
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from lightning_rectifier.exports import lazy_exports
 
 _LAZY = {
     "KaldiDataError": "lightning_rectifier.data.errors",
@@ -68,11 +69,4 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module 'lightning_rectifier.data' has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return __all__
+__getattr__, __dir__ = lazy_exports(__name__, _LAZY, __all__)

@@ -110,8 +110,8 @@ def test_a_statistics_file_is_its_own_argument_and_the_old_form_still_works(ami_
     computed = AlignedFramesDataModule(train_dir=str(ami_data_dir), valid_fraction=0, cmvn="global", left_context=0,
                                        right_context=0)  # fmt: skip
     computed.setup("fit")  # global statistics of the same frames: the same normalised store
-    np.testing.assert_allclose(from_file.stores["train"].frame_features().numpy(), computed.stores["train"].frame_features().numpy(),
-                               atol=1e-4)  # fmt: skip
+    from_store, computed_store = from_file.stores["train"], computed.stores["train"]
+    np.testing.assert_allclose(from_store.frame_features().numpy(), computed_store.frame_features().numpy(), atol=1e-4)
     with pytest.warns(DeprecationWarning, match="cmvn_stats"):
         old = FeaturePipeline(cmvn=f"{tmp_path}/global.ark")  # type: ignore[arg-type]
     assert (old.cmvn, old.cmvn_stats) == ("global", f"{tmp_path}/global.ark")
