@@ -53,7 +53,7 @@ MOVED: dict[str, tuple[str, ...]] = {
     "lightning_rectifier.prepare": ("lightning_rectifier.frontend.prepare",),
     "lightning_rectifier.align": ("lightning_rectifier.frontend.align",),
     "lightning_rectifier.lexicon": ("lightning_rectifier.decode.lexicon",),
-    "lightning_rectifier.run_layout": ("lightning_rectifier.cli.run_layout",),
+    "lightning_rectifier.run_layout": ("lightning_rectifier.compare.run_layout",),
     "lightning_rectifier.inference": (
         "lightning_rectifier.decode.acoustic_model",
         "lightning_rectifier.decode.directory",

@@ -16,7 +16,7 @@ OLD_NAMES = {
     "lightning_rectifier.prepare": ("prepare_data_dir", "lightning_rectifier.frontend.prepare"),
     "lightning_rectifier.align": ("align_data_dir", "lightning_rectifier.frontend.align"),
     "lightning_rectifier.lexicon": ("read_lexicon", "lightning_rectifier.decode.lexicon"),
-    "lightning_rectifier.run_layout": ("best_checkpoint", "lightning_rectifier.cli.run_layout"),
+    "lightning_rectifier.run_layout": ("best_checkpoint", "lightning_rectifier.compare.run_layout"),
     "lightning_rectifier.inference": ("DecodeTestSet", "lightning_rectifier.callbacks.decode_test"),
 }
 

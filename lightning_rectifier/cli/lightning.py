@@ -11,8 +11,8 @@ What it adds to LightningCLI:
   ``steps/last.ckpt`` every ``--checkpoint_every_n_steps`` steps, so ``fit --ckpt_path last`` (the newest of the
   two) resumes an interrupted run, mid-epoch included, exactly where it stopped;
 - a ``DispersionMonitor`` and a one-screen ``RunSummary`` at the end;
-- the run layout of :mod:`lightning_rectifier.cli.run_layout`: ``validate`` / ``test`` / ``predict`` evaluate the run's
-  best checkpoint and write into ``runs/<name>/eval/<data>/`` (CSV only), never into the training history; a new
+- the run layout of :mod:`lightning_rectifier.compare.run_layout`: ``validate`` / ``test`` / ``predict`` evaluate
+  the run's best checkpoint and write into ``runs/<name>/eval/<data>/`` (CSV only), never into the training history; a new
   ``fit`` refuses a run folder that already holds checkpoints (resume it, or choose another ``--run_name``);
 - mistakes in options end in one line with the closest option (``--model.hiden_dim``: did you mean
   ``--model.hidden_dim``?).
@@ -36,7 +36,7 @@ from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning_rectifier.callbacks import DispersionMonitor
 from lightning_rectifier.callbacks.summary import RunSummary
 from lightning_rectifier.cli.errors import UserError, explain_parse_error
-from lightning_rectifier.cli.run_layout import (
+from lightning_rectifier.compare.run_layout import (
     CHECKPOINTS,
     best_checkpoint,
     eval_dir,

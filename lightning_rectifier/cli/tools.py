@@ -216,7 +216,7 @@ def decode(argv: Sequence[str]) -> int:
 def _decode_paths(args: argparse.Namespace) -> tuple[str, str]:
     """The checkpoint (a run folder: its best) and the output folder (default: the run's eval folder), checked."""
     from lightning_rectifier.cli.errors import UserError, check_data_dir
-    from lightning_rectifier.cli.run_layout import CHECKPOINTS, best_checkpoint, eval_dir, run_of_checkpoint
+    from lightning_rectifier.compare.run_layout import CHECKPOINTS, best_checkpoint, eval_dir, run_of_checkpoint
 
     checkpoint = args.ckpt_path
     if Path(checkpoint).is_dir():  # a run folder: its best checkpoint

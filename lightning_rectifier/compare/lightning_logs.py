@@ -3,7 +3,7 @@
 Per version directory: ``metrics.csv`` (sparse rows: each holds only the keys logged together), ``hparams.yaml``,
 ``config.yaml`` (the LightningCLI config), ``summary.json`` (``RunSummary``), ``dispersion/*.npz``
 (``DispersionMonitor``); beside the versions, ``eval/<data>/decode/wer.json``
-(:mod:`lightning_rectifier.cli.run_layout`).
+(:mod:`lightning_rectifier.compare.run_layout`).
 
 A resumed run writes ``version_<N+1>`` under the same name; versions are merged in order, a later version replacing
 the earlier ones from its first logged step on (``fit --ckpt_path`` replays from the checkpoint's step, so anything an
@@ -24,7 +24,6 @@ from typing import Any
 import numpy as np
 
 from lightning_rectifier.callbacks.figures import load_activation_probabilities
-from lightning_rectifier.cli.run_layout import EVAL, best_checkpoint
 from lightning_rectifier.compare.records import (
     Evaluation,
     RunRecord,
@@ -34,6 +33,7 @@ from lightning_rectifier.compare.records import (
     resolve_architecture,
     select_best,
 )
+from lightning_rectifier.compare.run_layout import EVAL, best_checkpoint
 
 _VERSION = re.compile(r"^version_(\d+)$")
 _SEED = re.compile(r"^seed\d+$")

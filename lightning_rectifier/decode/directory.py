@@ -122,7 +122,7 @@ def decode_directory(
     kaldi-decoder's FasterDecoder. With ``tune_dir`` (a validation data directory with a ``text``), acoustic scale and
     insertion penalty are first chosen by a grid search there (as Kaldi's scoring does over LM weight and word
     insertion penalty). Writes only into ``out_dir`` (the command line's default is the run's ``eval/<data>/decode``,
-    see :mod:`lightning_rectifier.cli.run_layout`). ``lightning-rectifier decode``'s options are generated from this
+    see :mod:`lightning_rectifier.compare.run_layout`). ``lightning-rectifier decode``'s options are generated from this
     signature and these descriptions.
 
     Args:
