@@ -12,8 +12,8 @@ What it adds to LightningCLI:
   two) resumes an interrupted run, mid-epoch included, exactly where it stopped;
 - a ``DispersionMonitor`` and a one-screen ``RunSummary`` at the end;
 - the run layout of :mod:`lightning_rectifier.compare.run_layout`: ``validate`` / ``test`` / ``predict`` evaluate
-  the run's best checkpoint and write into ``runs/<name>/eval/<data>/`` (CSV only), never into the training history; a new
-  ``fit`` refuses a run folder that already holds checkpoints (resume it, or choose another ``--run_name``);
+  the run's best checkpoint and write into ``runs/<name>/eval/<data>/`` (CSV only), never into the training history;
+  a new ``fit`` refuses a run folder that already holds checkpoints (resume it, or choose another ``--run_name``);
 - mistakes in options end in one line with the closest option (``--model.hiden_dim``: did you mean
   ``--model.hidden_dim``?).
 """
