@@ -131,3 +131,22 @@ class KaldiObjectReader:
         dtype = np.dtype("<f4" if kind == "FV" else "<f8")
         size = self.count(f"the length of {what}")
         return np.frombuffer(self.take(size * dtype.itemsize, what), dtype).astype(np.float32)
+
+    def float_matrix(self, what: str, num_cols: int) -> np.ndarray:
+        """A Kaldi matrix (binary ``FM``/``DM`` with its shape; text ``[ rows ]``) as float32 ``(rows, num_cols)``."""
+        if not self.binary:
+            self.expect("[")
+            values = []
+            while (token := self.token(f"a number or ] in {what}")) != "]":
+                values.append(self.float(f"a number or ] in {what}", token))
+            if len(values) % num_cols:
+                raise self.fail(f"{what} with {num_cols} columns", f"{len(values)} numbers")
+            return np.array(values, np.float32).reshape(-1, num_cols)
+        if (kind := self.token(f"FM or DM starting {what}")) not in ("FM", "DM"):
+            raise self.fail(f"FM or DM starting {what}", repr(kind))
+        dtype = np.dtype("<f4" if kind == "FM" else "<f8")
+        rows, cols = self.count(f"the rows of {what}"), self.count(f"the columns of {what}")
+        if cols != num_cols:
+            raise self.fail(f"{what} with {num_cols} columns", f"{cols} columns")
+        data = self.take(rows * cols * dtype.itemsize, what)
+        return np.frombuffer(data, dtype).reshape(rows, cols).astype(np.float32)
