@@ -189,32 +189,8 @@ class Decoder:
         return self._options
 
     def check(self, loglikes: npt.ArrayLike, key: str | None = None) -> np.ndarray:
-        """Checks a likelihood matrix against the graph and returns it as float32.
-
-        Raises:
-            ValueError: If the matrix is not 2-D, has fewer columns than the graph's largest input label or not one
-                column per senone, or holds NaN or +inf.
-        """
-        where = f"utterance {key!r}: " if key is not None else ""
-        matrix = np.asarray(loglikes)
-        if matrix.ndim != 2 or not np.issubdtype(matrix.dtype, np.number):
-            raise ValueError(f"{where}expected a (frames, senones) numeric matrix, got {matrix.dtype} {matrix.shape}")
-        columns = matrix.shape[1]
-        if columns < self.graph.max_input_label:
-            raise ValueError(
-                f"{where}the likelihood matrix has {columns} columns, but the graph's input labels go up to"
-                f" {self.graph.max_input_label} (senone {self.graph.max_input_label - 1}): expected at least"
-                f" {self.graph.max_input_label} columns, one per senone"
-            )
-        if columns != self.graph.num_senones:
-            raise ValueError(
-                f"{where}expected {self.graph.num_senones} columns (one per senone of the graph's model), got"
-                f" {columns}: are the likelihoods from another model?"
-            )
-        matrix = matrix.astype(np.float32, copy=False)
-        if np.isnan(matrix).any() or np.isposinf(matrix).any():
-            raise ValueError(f"{where}expected log-likelihoods without NaN or +inf, got some")
-        return matrix
+        """Checks a likelihood matrix against the graph and returns it as float32 (see :func:`check_loglikelihoods`)."""
+        return check_loglikelihoods(self.graph, loglikes, key)
 
     def decode(self, loglikes: npt.ArrayLike, key: str | None = None) -> Hypothesis:
         """Decodes one utterance.
@@ -342,6 +318,35 @@ def _unique(items: Iterable[tuple[str, npt.ArrayLike]]) -> Iterator[tuple[str, n
             raise ValueError(f"utterance {key!r} appears twice in the input: expected unique utterance ids")
         seen.add(key)
         yield key, matrix
+
+
+def check_loglikelihoods(graph: DecodingGraph, loglikes: npt.ArrayLike, key: str | None = None) -> np.ndarray:
+    """Checks a likelihood matrix against the graph and returns it as float32.
+
+    Raises:
+        ValueError: If the matrix is not 2-D, has fewer columns than the graph's largest input label or not one
+            column per senone, or holds NaN or +inf.
+    """
+    where = f"utterance {key!r}: " if key is not None else ""
+    matrix = np.asarray(loglikes)
+    if matrix.ndim != 2 or not np.issubdtype(matrix.dtype, np.number):
+        raise ValueError(f"{where}expected a (frames, senones) numeric matrix, got {matrix.dtype} {matrix.shape}")
+    columns = matrix.shape[1]
+    if columns < graph.max_input_label:
+        raise ValueError(
+            f"{where}the likelihood matrix has {columns} columns, but the graph's input labels go up to"
+            f" {graph.max_input_label} (senone {graph.max_input_label - 1}): expected at least"
+            f" {graph.max_input_label} columns, one per senone"
+        )
+    if columns != graph.num_senones:
+        raise ValueError(
+            f"{where}expected {graph.num_senones} columns (one per senone of the graph's model), got"
+            f" {columns}: are the likelihoods from another model?"
+        )
+    matrix = matrix.astype(np.float32, copy=False)
+    if np.isnan(matrix).any() or np.isposinf(matrix).any():
+        raise ValueError(f"{where}expected log-likelihoods without NaN or +inf, got some")
+    return matrix
 
 
 _WORKER: Decoder | None = None
