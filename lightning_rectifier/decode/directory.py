@@ -21,7 +21,10 @@ from lightning_rectifier.data.tables import read_kaldi_map
 from lightning_rectifier.decode.acoustic_model import AcousticModel, Precision, compute_loglikelihoods
 from lightning_rectifier.decode.decoder import Decoder, DecoderOptions, DecodingResult
 from lightning_rectifier.decode.export import write_loglikelihoods
-from lightning_rectifier.decode.scoring import grid_search, word_error_rate, write_text
+from lightning_rectifier.decode.graph import DecodingGraph
+from lightning_rectifier.decode.lattice import LatticeOptions
+from lightning_rectifier.decode.lattice_run import LatticeGrid, choose_setting, decode_lattices, write_lattice_decoding
+from lightning_rectifier.decode.scoring import word_error_rate, write_text
 
 __all__ = ["DecodeReport", "decode_directory", "demo_graph", "graph_builder", "load_graph"]
 
@@ -115,15 +118,22 @@ def decode_directory(
     write_loglikes: bool = False,
     device: str = "auto",
     precision: Precision = "32",
+    lattices: bool = False,
+    lattice_beam: float = 8.0,
+    min_lmwt: float = 7,
+    max_lmwt: float = 17,
+    word_ins_penalty: str = "0.0,0.5,1.0",
 ) -> DecodeReport:
     """Decodes a data directory with a trained model: ``hyp.txt``, ``ali.ark`` and, given a transcript, ``wer.json``.
 
     Scaled log-likelihoods (log-posteriors minus the log priors of the training alignments) go through
-    kaldi-decoder's FasterDecoder. With ``tune_dir`` (a validation data directory with a ``text``), acoustic scale and
-    insertion penalty are first chosen by a grid search there (as Kaldi's scoring does over LM weight and word
-    insertion penalty). Writes only into ``out_dir`` (the command line's default is the run's ``eval/<data>/decode``,
-    see :mod:`lightning_rectifier.compare.run_layout`). ``lightning-rectifier decode``'s options are generated from this
-    signature and these descriptions.
+    kaldi-decoder's FasterDecoder at one setting; or, with ``lattices`` or ``tune_dir``, to lattices (``lat.1.gz``)
+    scored at every LM weight x insertion penalty as Kaldi's ``score_kaldi.sh`` does (:mod:`.lattice_run`). With
+    ``tune_dir`` (a development data directory with a ``text``), that is decoded to lattices first and its best
+    setting is the one applied here (``wer.json`` says where it was chosen; ``scoring_kaldi/best_wer`` is the best on
+    this set itself, Kaldi's optimistic figure). Writes only into ``out_dir`` (the command line's default is the run's
+    ``eval/<data>/decode``, see :mod:`lightning_rectifier.compare.run_layout`). ``lightning-rectifier decode``'s
+    options are generated from this signature and these descriptions.
 
     Args:
         checkpoint: Checkpoint of a trained model (written by ``fit``).
@@ -134,15 +144,20 @@ def decode_directory(
         words: ``words.txt`` of the graph (default: next to the graph).
         transition_model: ``final.mdl`` of an HCLG over transition-ids.
         grammar: Demo grammar without a graph: ``loop`` (connected digits) or ``word`` (one digit).
-        acoustic_scale: Scale of the log-likelihoods (Kaldi: 0.1).
+        acoustic_scale: Scale of the log-likelihoods (Kaldi: 0.1); with lattices, the search's (LM weight 1 / scale).
         insertion_penalty: Cost added per word.
         beam: Decoding beam.
-        max_active: Most active states per frame.
+        max_active: Most active states per frame (FasterDecoder; the lattice search has no such bound).
         num_workers: Decoding worker processes (0: in this process).
-        tune_dir: Choose acoustic scale and insertion penalty by WER on this data directory first.
+        tune_dir: Choose LM weight and insertion penalty by WER on this data directory's lattices first.
         write_loglikes: Also write ``loglikes.ark``/``loglikes.scp`` (Kaldi float matrices) for Kaldi's decoders.
         device: ``auto`` (a GPU when available), ``cpu``, ``cuda``, ``cuda:1``...
         precision: Network precision: ``32`` or ``bf16``.
+        lattices: Decode to lattices and score the whole grid (implied by ``tune_dir``).
+        lattice_beam: Paths kept in the lattices: within this of the best (Kaldi: 8).
+        min_lmwt: Smallest LM weight scored (Kaldi's ``--min-lmwt``).
+        max_lmwt: Largest LM weight scored (Kaldi's ``--max-lmwt``).
+        word_ins_penalty: Insertion penalties scored, comma-separated (Kaldi's ``--word-ins-penalty``).
 
     Returns:
         The hypotheses, the WER record (None without a transcript), the settings used and the files written.
@@ -158,11 +173,16 @@ def decode_directory(
         trained_on_demo=model.trained_on_demo,
         grammar=grammar,
     )
+    if lattices or tune_dir is not None:
+        search = LatticeOptions(beam=beam, lattice_beam=lattice_beam, acoustic_scale=acoustic_scale)
+        grid = LatticeGrid.kaldi(min_lmwt, max_lmwt, word_ins_penalty)
+        return _decode_with_lattices(
+            lambda d: compute_loglikelihoods(model, d, device=device, precision=precision)[0],
+            build(0.0), data_dir, out, search, grid, (1 / acoustic_scale, insertion_penalty), tune_dir,
+            {"data_dir": data_dir, "checkpoint": str(checkpoint)},
+        )  # fmt: skip
     options = DecoderOptions(beam=beam, max_active=max_active, acoustic_scale=acoustic_scale)
     settings: dict[str, Any] = {"acoustic_scale": acoustic_scale, "insertion_penalty": insertion_penalty}
-    if tune_dir is not None:
-        tune_likelihoods, _ = compute_loglikelihoods(model, tune_dir, device=device, precision=precision)
-        settings = _tune(build, tune_likelihoods, tune_dir, options, num_workers, out)
     likelihoods, _ = compute_loglikelihoods(model, data_dir, device=device, precision=precision)
     decoder = Decoder(build(settings["insertion_penalty"]), replace(options, acoustic_scale=settings["acoustic_scale"]))
     result = decoder.decode_many(likelihoods, num_workers=num_workers)
@@ -172,21 +192,41 @@ def decode_directory(
     return DecodeReport(result.text(), wer, settings, files)
 
 
-def _tune(
-    build: Callable[[float], Any],
-    likelihoods: dict[str, Any],
-    tune_dir: str,
-    options: DecoderOptions,
-    num_workers: int,
+def _decode_with_lattices(
+    likelihoods_of: Callable[[str], dict[str, Any]],
+    graph: DecodingGraph,
+    data_dir: str,
     out: Path,
-) -> dict[str, Any]:
-    """Acoustic scale and insertion penalty chosen by WER on ``tune_dir`` (``grid.json`` records the grid)."""
-    references = read_kaldi_map(Path(resolve_data_dir(tune_dir)) / "text", multi=True)
-    search = grid_search(build, likelihoods, references, options=options, num_workers=num_workers)
-    settings = {"acoustic_scale": search.acoustic_scale, "insertion_penalty": search.insertion_penalty}
-    (out / "grid.json").write_text(json.dumps(search.to_dict(), indent=2) + "\n")
-    log.info("tuned on %s: acoustic scale %s, insertion penalty %s", tune_dir, *settings.values())
-    return settings
+    search: LatticeOptions,
+    grid: LatticeGrid,
+    setting: tuple[float, float],
+    tune_dir: str | None,
+    sources: dict[str, Any],
+) -> DecodeReport:
+    """The lattice path of :func:`decode_directory` (and of the GMM baseline): tune on ``tune_dir``, apply here."""
+    chosen_on = None
+    if tune_dir is not None:
+        tune_lattices = decode_lattices(graph, likelihoods_of(tune_dir), search)
+        tune_references = read_kaldi_map(Path(resolve_data_dir(tune_dir)) / "text", multi=True)
+        setting, tune_scores = choose_setting(graph, tune_lattices, tune_references, grid, tune_dir)
+        chosen_on = tune_dir
+        record = {"tune_dir": tune_dir, "chosen": list(setting), "grid": tune_scores.table()}
+        (out / "grid.json").write_text(json.dumps(record, indent=2) + "\n")
+    lattices = decode_lattices(graph, likelihoods_of(data_dir), search)
+    directory = Path(resolve_data_dir(data_dir))
+    text = directory / "text"
+    references = read_kaldi_map(text, multi=True) if text.exists() else None
+    utt2spk = read_kaldi_map(directory / "utt2spk") if (directory / "utt2spk").exists() else None
+    hypotheses, wer, files = write_lattice_decoding(
+        out, graph, lattices, setting, grid=grid, references=references, utt2spk=utt2spk, chosen_on=chosen_on
+    )
+    files += ["grid.json"] if tune_dir is not None else []
+    settings = {"acoustic_scale": 1 / setting[0], "insertion_penalty": setting[1], "lm_weight": setting[0]}
+    if wer is not None:
+        wer.update(sources)
+        (out / "wer.json").write_text(json.dumps(wer, indent=2) + "\n")
+        files.append("wer.json")
+    return DecodeReport(hypotheses, wer, settings, files)
 
 
 def _write_decoding(out: Path, result: DecodingResult, likelihoods: dict[str, Any] | None) -> list[str]:

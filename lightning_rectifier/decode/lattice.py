@@ -122,9 +122,15 @@ class Lattice:
 
     def best_paths(self, lm_weights: Iterable[float], insertion_penalty: float = 0.0) -> list[list[int]]:
         """The best path's word ids at each LM weight (one penalised copy of the lattice, rescaled per weight)."""
+        return [words for words, _ in self.best_paths_with_inputs(lm_weights, insertion_penalty)]
+
+    def best_paths_with_inputs(
+        self, lm_weights: Iterable[float], insertion_penalty: float = 0.0
+    ) -> list[tuple[list[int], list[int]]]:
+        """As :meth:`best_paths`, with each path's non-epsilon input labels (``pdf-id + 1``, one per frame)."""
         kaldifst = dependencies.kaldifst()
         penalised = self._kaldifst_lattice(insertion_penalty)
-        out: list[list[int]] = []
+        out: list[tuple[list[int], list[int]]] = []
         for weight in lm_weights:
             if not (weight > 0 and math.isfinite(weight)):
                 raise ValueError(f"expected a positive finite LM weight, got {weight}")
@@ -132,10 +138,10 @@ class Lattice:
             kaldifst.scale_lattice(kaldifst.lattice_scale(1.0, 1.0 / weight), scaled)
             best = kaldifst.shortest_path(scaled)
             if best.num_states == 0:
-                out.append([])
+                out.append(([], []))
                 continue
-            _, _, olabels, _ = kaldifst.get_linear_symbol_sequence(best)
-            out.append([int(label) for label in olabels])
+            _, ilabels, olabels, _ = kaldifst.get_linear_symbol_sequence(best)
+            out.append(([int(label) for label in olabels], [int(label) for label in ilabels]))
         return out
 
     def _kaldifst_lattice(self, insertion_penalty: float) -> Any:

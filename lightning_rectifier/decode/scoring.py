@@ -1,9 +1,9 @@
 """Word error rate (jiwer), Kaldi ``text`` files, and a grid search over acoustic scale and insertion penalty.
 
 Scoring follows Kaldi's ``compute-wer``: errors are summed over the corpus and divided by the number of reference
-words; a reference with no hypothesis is scored against an empty one (all deletions) and reported. The grid search is
-this package's stand-in for Kaldi's ``score.sh``, which rescores lattices over LM weights and word insertion
-penalties: here each setting is decoded again.
+words; a reference with no hypothesis is scored against an empty one (all deletions) and reported. :func:`grid_search`
+decodes again for every setting; ``decode`` scores its grid from lattices instead (:mod:`.lattice_run`, as Kaldi's
+``score.sh``), which costs one decode in all.
 """
 
 from __future__ import annotations

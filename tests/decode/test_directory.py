@@ -120,9 +120,17 @@ def test_decode_command_and_tuning(checkpoint: Path, tmp_path: Path, capsys) -> 
         )
     assert exit_.value.code == 0
     assert "WER" in capsys.readouterr().out
+    # the development set was decoded once to lattices and scored at every LM weight x penalty (Kaldi's grid)
     grid = json.loads((tmp_path / "grid.json").read_text())
-    assert grid  # the table of WER per (acoustic scale, insertion penalty)
-    assert json.loads((tmp_path / "wer.json").read_text())["acoustic_scale"] in (0.05, 0.1, 0.2, 0.5, 1.0)
+    assert grid["tune_dir"] == "fsdd:test_speakers" and len(grid["grid"]) == 11 * 3
+    wer = json.loads((tmp_path / "wer.json").read_text())
+    assert [wer["lm_weight"], wer["insertion_penalty"]] == grid["chosen"] and wer["chosen_on"] == "fsdd:test_speakers"
+    assert wer["acoustic_scale"] == pytest.approx(1 / wer["lm_weight"]) and 7 <= wer["lm_weight"] <= 17
+    # the test set: its own lattices, score.sh's layout, and the dev-chosen setting applied (not its own best)
+    assert (tmp_path / "lat.1.gz").exists() and (tmp_path / "wer_7_0.0").exists()
+    assert (tmp_path / "scoring_kaldi" / "best_wer").read_text().startswith("%WER")
+    assert "(chosen on fsdd:test_speakers)" in (tmp_path / "scoring_kaldi" / "chosen").read_text()
+    assert wer["best_on_this_set"]["wer"] <= wer["wer"]
 
 
 def test_decoding_without_a_graph_needs_a_demo_model(tmp_path: Path, ami_data_dir: Path) -> None:
