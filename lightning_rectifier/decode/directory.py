@@ -26,7 +26,7 @@ from lightning_rectifier.decode.lattice import LatticeOptions
 from lightning_rectifier.decode.lattice_run import LatticeGrid, choose_setting, decode_lattices, write_lattice_decoding
 from lightning_rectifier.decode.scoring import word_error_rate, write_text
 
-__all__ = ["DecodeReport", "decode_directory", "demo_graph", "graph_builder", "load_graph"]
+__all__ = ["DecodeReport", "decode_directory", "decode_with_lattices", "demo_graph", "graph_builder", "load_graph"]
 
 log = logging.getLogger(__name__)
 
@@ -176,7 +176,7 @@ def decode_directory(
     if lattices or tune_dir is not None:
         search = LatticeOptions(beam=beam, lattice_beam=lattice_beam, acoustic_scale=acoustic_scale)
         grid = LatticeGrid.kaldi(min_lmwt, max_lmwt, word_ins_penalty)
-        return _decode_with_lattices(
+        return decode_with_lattices(
             lambda d: compute_loglikelihoods(model, d, device=device, precision=precision)[0],
             build(0.0), data_dir, out, search, grid, (1 / acoustic_scale, insertion_penalty), tune_dir,
             {"data_dir": data_dir, "checkpoint": str(checkpoint)},
@@ -192,7 +192,7 @@ def decode_directory(
     return DecodeReport(result.text(), wer, settings, files)
 
 
-def _decode_with_lattices(
+def decode_with_lattices(
     likelihoods_of: Callable[[str], dict[str, Any]],
     graph: DecodingGraph,
     data_dir: str,
@@ -203,7 +203,11 @@ def _decode_with_lattices(
     tune_dir: str | None,
     sources: dict[str, Any],
 ) -> DecodeReport:
-    """The lattice path of :func:`decode_directory` (and of the GMM baseline): tune on ``tune_dir``, apply here."""
+    """Decodes ``data_dir`` to lattices and scores them (the setting chosen on ``tune_dir``, else ``setting``).
+
+    The lattice path of :func:`decode_directory` and of the GMM baseline: ``likelihoods_of`` turns a data directory
+    into per-utterance log-likelihoods of the graph's senones; ``sources`` go into ``wer.json``.
+    """
     chosen_on = None
     if tune_dir is not None:
         tune_lattices = decode_lattices(graph, likelihoods_of(tune_dir), search)
