@@ -485,3 +485,29 @@ def test_wer_per_evaluated_data_set_and_a_note_for_another_checkpoint(tmp_path: 
     assert {k: v["wer_percent"] for k, v in record.wer.items()} == {"fsdd:test": 3.0, "fsdd:test_connected": 5.0}
     notes = [n for n in record.notes if "not the best checkpoint" in n]
     assert len(notes) == 1 and "fsdd:test_connected" in notes[0] and "best-epoch000" in notes[0]
+
+
+def test_the_gmm_baseline_row_sits_above_the_hybrids(tmp_path: Path) -> None:
+    from lightning_rectifier.compare import compare
+
+    for name, nonlinearity, errors in (("relu-2x64", "relu", 30), ("tanh-2x64", "tanh", 36)):
+        run = tmp_path / "runs" / name
+        write_version(tmp_path / "runs", name, model_hparams(nonlinearity, 2), [(2.5, 0.4), (2.1, 0.5)])
+        decode = run / "eval" / "test" / "decode"
+        decode.mkdir(parents=True)
+        (decode / "wer.json").write_text(json.dumps({"substitutions": errors, "deletions": 0, "insertions": 0,
+                                                     "num_words": 100, "data_dir": "data/test"}))  # fmt: skip
+    gmm = tmp_path / "exp" / "tri1" / "decode_test"
+    gmm.mkdir(parents=True)
+    result = {"substitutions": 30, "deletions": 4, "insertions": 1, "num_words": 100, "data_dir": "data/test",
+              "system": "gmm", "model": "exp/tri1/final.mdl", "chosen_on": "data/dev"}  # fmt: skip
+    (gmm / "wer.json").write_text(json.dumps(result))
+    out = compare([tmp_path / "runs"], tmp_path / "comparison", wandb=False, baselines=[gmm.parent])
+    table = (out / "table1.md").read_text()
+    section = table[table.index("## GMM baseline and the hybrids") :].splitlines()
+    assert section[2] == "| system | hidden layers | units | n | WER data/test (%) |"
+    assert section[4:7] == ["| GMM tri1 | - | - | 1 | 35.00 |", "| tanh | 2 | 64 | 1 | 36.00 |",
+                            "| relu | 2 | 64 | 1 | 30.00 |"]  # fmt: skip
+    assert json.loads((out / "runs.json").read_text())["baselines"][0]["name"] == "GMM tri1"
+    with pytest.raises(FileNotFoundError, match=r"no wer\.json of `decode --gmm`"):
+        compare([tmp_path / "runs"], tmp_path / "c2", wandb=False, baselines=[tmp_path / "runs"])

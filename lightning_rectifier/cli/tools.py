@@ -175,7 +175,9 @@ def align(argv: Sequence[str]) -> int:
 
 
 def decode(argv: Sequence[str]) -> int:
-    """``lightning-rectifier decode``: words and WER from a trained model."""
+    """``lightning-rectifier decode``: words and WER from a trained model (or, with ``--gmm``, a Kaldi GMM system)."""
+    if "--gmm" in argv or any(arg.startswith("--gmm=") for arg in argv):
+        return _decode_gmm(argv)
     parser = _parser(
         "decode",
         "Decodes a data directory to words with a trained model and writes OUT/hyp.txt (Kaldi text), OUT/ali.ark\n"
@@ -185,7 +187,8 @@ def decode(argv: Sequence[str]) -> int:
         "examples:\n"
         "  lightning-rectifier decode --ckpt_path runs/relu-3x256 --data_dir fsdd:test --grammar word\n"
         "  lightning-rectifier decode --ckpt_path CKPT --data_dir data/eval2000 --graph exp/tri4/graph/HCLG.fst \\\n"
-        "      --words exp/tri4/graph/words.txt --transition_model exp/tri4/final.mdl --out_dir exp/decode_eval2000",
+        "      --words exp/tri4/graph/words.txt --transition_model exp/tri4/final.mdl --out_dir exp/decode_eval2000\n\n"
+        "The GMM baseline (the paper's first row), same graph, same scoring: see decode --gmm FINAL.MDL --help.",
     )
     from lightning_rectifier.decode.directory import decode_directory
 
@@ -202,15 +205,49 @@ def decode(argv: Sequence[str]) -> int:
     _logging()
     _one_handler_for_lightning()
     report = decode_directory(**kwargs)
-    if report.wer is not None:
-        w = report.wer
-        errors = w["substitutions"] + w["deletions"] + w["insertions"]
-        print(
-            f"WER {100 * w['wer']:.2f} % [ {errors} / {w['num_words']}, {w['insertions']} ins, {w['deletions']} del,"
-            f" {w['substitutions']} sub ]  SER {100 * w['sentence_error_rate']:.2f} %  ({args.data_dir})"
-        )
+    _print_wer(report.wer, args.data_dir)
     print(f"decode: {', '.join(report.files)} in {kwargs['out_dir']}")
     return 0
+
+
+def _decode_gmm(argv: Sequence[str]) -> int:
+    """``decode --gmm exp/tri1/final.mdl``: the GMM system's own likelihoods through the graph, scored alike."""
+    parser = _parser(
+        "decode --gmm",
+        "Decodes a data directory with a Kaldi GMM system (mono or deltas: train_mono.sh, train_deltas.sh) through\n"
+        "its graph, to lattices scored like the hybrids' (LM weights x insertion penalties, chosen on --tune_dir).\n"
+        "wer.json records system: gmm; `compare runs/ --baseline OUT` puts it above the hybrids in Table 1.\n\n"
+        "example:\n"
+        "  lightning-rectifier decode --gmm exp/tri1/final.mdl --graph exp/tri1/graph --data_dir data/test \\\n"
+        "      --tune_dir data/dev --out_dir exp/tri1/decode_test_lr",
+    )
+    from lightning_rectifier.decode.gmm_baseline import decode_gmm_directory
+
+    options = add_function_arguments(parser, decode_gmm_directory, rename={"model": "gmm"})
+    args = parser.parse_args(argv)
+    from lightning_rectifier.cli.errors import UserError, check_data_dir
+
+    if not Path(args.gmm).is_file():
+        raise UserError(f"--gmm {args.gmm}: no such file (expected a GMM system's final.mdl)")
+    check_data_dir("--data_dir", args.data_dir)
+    if args.tune_dir:
+        check_data_dir("--tune_dir", args.tune_dir)
+    _logging()
+    _one_handler_for_lightning()
+    report = decode_gmm_directory(**options.kwargs(args))
+    _print_wer(report.wer, args.data_dir)
+    print(f"decode: {', '.join(report.files)} in {args.out_dir}")
+    return 0
+
+
+def _print_wer(wer: dict | None, data_dir: str) -> None:
+    if wer is not None:
+        errors = wer["substitutions"] + wer["deletions"] + wer["insertions"]
+        print(
+            f"WER {100 * wer['wer']:.2f} % [ {errors} / {wer['num_words']}, {wer['insertions']} ins,"
+            f" {wer['deletions']} del, {wer['substitutions']} sub ]  SER {100 * wer['sentence_error_rate']:.2f} %"
+            f"  ({data_dir})"
+        )
 
 
 def _decode_paths(args: argparse.Namespace) -> tuple[str, str]:

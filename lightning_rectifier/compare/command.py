@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Literal
 
+from lightning_rectifier.compare.baseline import comparison_table, read_baselines
 from lightning_rectifier.compare.findings import findings, hidden_unit_table
 from lightning_rectifier.compare.findings import to_csv as findings_csv
 from lightning_rectifier.compare.findings import to_markdown as findings_markdown
@@ -33,6 +34,7 @@ def compare(
     select: Select = "best",
     wandb: bool = True,
     figure_format: FigureFormat = "png",
+    baselines: Sequence[str | os.PathLike[str]] = (),
 ) -> Path:
     r"""Reads the runs at ``paths`` and writes the comparison into ``out_dir`` (created; files are overwritten).
 
@@ -47,6 +49,7 @@ def compare(
         select: Which validation of each run the table reports: ``"best"`` (lowest ``val/loss``) or ``"final"``.
         wandb: Also read W&B offline runs.
         figure_format: File type of the figures.
+        baselines: Decode folders of ``decode --gmm``: the GMM rows above the hybrids (the paper's first row).
 
     Returns:
         ``out_dir``.
@@ -71,11 +74,19 @@ def compare(
     for warning in caught:  # passed on, and kept in runs.json
         warnings.warn_explicit(warning.message, warning.category, warning.filename, warning.lineno)
     table = table1(records, select=select)
+    gmm = read_baselines(baselines)
     tested = findings(records, select=select)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     files = {
-        "table1.md": "\n".join([table.to_markdown(), hidden_unit_table(records, select), findings_markdown(tested)]),
+        "table1.md": "\n".join(
+            [
+                table.to_markdown(),
+                *([comparison_table(table, gmm)] if gmm else []),
+                hidden_unit_table(records, select),
+                findings_markdown(tested),
+            ]
+        ),
         "table1.csv": table.to_csv(),
         "findings.csv": findings_csv(tested),
     }
@@ -95,6 +106,7 @@ def compare(
         "warnings": [str(w.message) for w in caught],
         "table1": table.to_dict(),
         "findings": [f.to_dict() for f in tested],
+        "baselines": [{"name": b.name, "model": b.model, "wer": b.wer} for b in gmm],
         "runs": [record.to_dict() for record in records],
     }
     (out / "runs.json").write_text(json.dumps(everything, indent=1) + "\n", encoding="utf-8")
@@ -129,6 +141,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--figure_format", choices=("png", "pdf", "svg"), default="png", help="figure file type")
     parser.add_argument("--no_wandb", action="store_true", help="ignore W&B offline runs")
+    parser.add_argument(
+        "--baseline",
+        action="append",
+        default=[],
+        help="a decode folder of `decode --gmm` (repeatable): the GMM system's WER above the hybrids",
+    )
     return parser
 
 
@@ -147,8 +165,9 @@ def main(argv: Sequence[str]) -> int:
         warnings.simplefilter("always")
         try:
             out = compare(
-                args.runs, args.out_dir, select=args.select, wandb=not args.no_wandb, figure_format=args.figure_format
-            )
+                args.runs, args.out_dir, select=args.select, wandb=not args.no_wandb, figure_format=args.figure_format,
+                baselines=args.baseline,
+            )  # fmt: skip
         except (FileNotFoundError, ValueError, WandbReadError) as error:
             _output(
                 *(f"warning: {w.message}" for w in caught), f"lightning-rectifier compare: error: {error}", err=True

@@ -107,16 +107,16 @@ class Table1:
         for nonlinearity in self.nonlinearities:
             header += [f"{nonlinearity} n", f"{nonlinearity} dev CE", f"{nonlinearity} dev acc. (%)"]
             header += [f"{nonlinearity} {_wer_label(s)}" for s in self.wer_sets]
-        lines += [_md_row(header), _md_row(["---:"] * len(header))]
+        lines += [markdown_row(header), markdown_row(["---:"] * len(header))]
         for num_layers, hidden_dim in self.rows:
             row = [str(num_layers), "-" if hidden_dim is None else str(hidden_dim)]
             for nonlinearity in self.nonlinearities:
                 cell = self.cells.get((num_layers, hidden_dim, nonlinearity))
                 runs = len(cell.runs) if cell else 0
-                row += [str(runs), _fmt(cell.cross_entropy if cell else None, 3, runs)]
-                row += [_fmt(cell.frame_accuracy if cell else None, 2, runs)]
-                row += [_fmt(cell.wer.get(s) if cell else None, 2, runs) for s in self.wer_sets]
-            lines.append(_md_row(row))
+                row += [str(runs), format_cell(cell.cross_entropy if cell else None, 3, runs)]
+                row += [format_cell(cell.frame_accuracy if cell else None, 2, runs)]
+                row += [format_cell(cell.wer.get(s) if cell else None, 2, runs) for s in self.wer_sets]
+            lines.append(markdown_row(row))
         which = (
             "its validation with the lowest val/loss (the checkpoint ModelCheckpoint(monitor='val/loss') keeps)"
             if self.select == "best"
@@ -132,7 +132,7 @@ class Table1:
             "",
             "## Runs",
             "",
-            _md_row(
+            markdown_row(
                 [
                     "run",
                     "nonlinearity",
@@ -146,7 +146,7 @@ class Table1:
                     "sources and notes",
                 ]
             ),
-            _md_row(["---", "---", "---:", "---:", "---:", "---:", "---:", "---:", "---:", "---"]),
+            markdown_row(["---", "---", "---:", "---:", "---:", "---:", "---:", "---:", "---:", "---"]),
         ]
         for record in self.records:
             chosen = record.selected(self.select)
@@ -165,7 +165,7 @@ class Table1:
                 wer or "-",
                 "; ".join([f"{record.kind}: {', '.join(map(str, record.sources))}", *record.notes]),
             ]
-            lines.append(_md_row(row))
+            lines.append(markdown_row(row))
         return "\n".join(lines) + "\n"
 
     def to_csv(self) -> str:
@@ -249,7 +249,7 @@ def table1(records: Sequence[RunRecord], select: Select = "best") -> Table1:
     return Table1(rows, nonlinearities, cells, wer_sets, select, list(records))
 
 
-def _fmt(stat: Stat | None, digits: int, runs: int) -> str:
+def format_cell(stat: Stat | None, digits: int, runs: int) -> str:
     """A cell's value; ``(n of N)`` when only some of its runs have it (e.g. WER for one of two seeds)."""
     if stat is None:
         return "-"
@@ -262,5 +262,6 @@ def _wer_label(decode_set: str, short: bool = False) -> str:
     return f"WER {decode_set} (%)" if decode_set else "WER (%)"
 
 
-def _md_row(cells: Sequence[str]) -> str:
+def markdown_row(cells: Sequence[str]) -> str:
+    """One Markdown table row (``|`` in a cell escaped)."""
     return "| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |"

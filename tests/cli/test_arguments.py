@@ -73,3 +73,15 @@ def test_the_lightning_module_takes_the_networks_arguments_with_its_defaults() -
     for name, default in network.items():
         if default is not inspect.Parameter.empty:
             assert module[name] == default, name
+
+
+def test_decode_gmm_offers_every_parameter_of_the_gmm_decoder() -> None:
+    from lightning_rectifier.decode.gmm_baseline import decode_gmm_directory
+
+    result = subprocess.run(
+        [sys.executable, "-m", "lightning_rectifier", "decode", "--gmm", "final.mdl", "--help"],
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    help_text = " ".join(result.stdout.split())
+    for name in _defaults(decode_gmm_directory):
+        assert f"--{'gmm' if name == 'model' else name} " in help_text, name
