@@ -179,7 +179,7 @@ def decode_directory(
         return decode_with_lattices(
             lambda d: compute_loglikelihoods(model, d, device=device, precision=precision)[0],
             build(0.0), data_dir, out, search, grid, (1 / acoustic_scale, insertion_penalty), tune_dir,
-            {"data_dir": data_dir, "checkpoint": str(checkpoint)},
+            {"data_dir": data_dir, "checkpoint": str(checkpoint)}, num_workers=num_workers,
         )  # fmt: skip
     options = DecoderOptions(beam=beam, max_active=max_active, acoustic_scale=acoustic_scale)
     settings: dict[str, Any] = {"acoustic_scale": acoustic_scale, "insertion_penalty": insertion_penalty}
@@ -202,6 +202,8 @@ def decode_with_lattices(
     setting: tuple[float, float],
     tune_dir: str | None,
     sources: dict[str, Any],
+    *,
+    num_workers: int = 0,
 ) -> DecodeReport:
     """Decodes ``data_dir`` to lattices and scores them (the setting chosen on ``tune_dir``, else ``setting``).
 
@@ -210,13 +212,13 @@ def decode_with_lattices(
     """
     chosen_on = None
     if tune_dir is not None:
-        tune_lattices = decode_lattices(graph, likelihoods_of(tune_dir), search)
+        tune_lattices = decode_lattices(graph, likelihoods_of(tune_dir), search, num_workers=num_workers)
         tune_references = read_kaldi_map(Path(resolve_data_dir(tune_dir)) / "text", multi=True)
         setting, tune_scores = choose_setting(graph, tune_lattices, tune_references, grid, tune_dir)
         chosen_on = tune_dir
         record = {"tune_dir": tune_dir, "chosen": list(setting), "grid": tune_scores.table()}
         (out / "grid.json").write_text(json.dumps(record, indent=2) + "\n")
-    lattices = decode_lattices(graph, likelihoods_of(data_dir), search)
+    lattices = decode_lattices(graph, likelihoods_of(data_dir), search, num_workers=num_workers)
     directory = Path(resolve_data_dir(data_dir))
     text = directory / "text"
     references = read_kaldi_map(text, multi=True) if text.exists() else None

@@ -103,6 +103,7 @@ def decode_gmm_directory(
     min_lmwt: float = 7,
     max_lmwt: float = 17,
     word_ins_penalty: str = "0.0,0.5,1.0",
+    num_workers: int = 0,
 ) -> Any:
     """Decodes a data directory with a Kaldi GMM system (the paper's baseline row) through its graph.
 
@@ -121,6 +122,7 @@ def decode_gmm_directory(
         min_lmwt: Smallest LM weight scored.
         max_lmwt: Largest LM weight scored.
         word_ins_penalty: Insertion penalties scored, comma-separated.
+        num_workers: Decoding worker processes (0: in this process).
 
     Returns:
         A :class:`~lightning_rectifier.decode.directory.DecodeReport`; ``wer.json`` records ``"system": "gmm"``.
@@ -137,6 +139,6 @@ def decode_gmm_directory(
         decoding_graph, data_dir, out,
         LatticeOptions(beam=beam, lattice_beam=lattice_beam, acoustic_scale=acoustic_scale),
         LatticeGrid.kaldi(min_lmwt, max_lmwt, word_ins_penalty), (1 / acoustic_scale, insertion_penalty), tune_dir,
-        {"data_dir": data_dir, "system": "gmm", "model": str(model_path)},
+        {"data_dir": data_dir, "system": "gmm", "model": str(model_path)}, num_workers=num_workers,
     )  # fmt: skip
     return report

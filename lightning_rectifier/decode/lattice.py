@@ -21,8 +21,11 @@ from __future__ import annotations
 
 import gzip
 import math
+import multiprocessing
 import os
-from collections.abc import Iterable, Iterator
+import tempfile
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,7 +35,7 @@ import numpy.typing as npt
 
 from lightning_rectifier.data.errors import KaldiFormatError
 from lightning_rectifier.decode import dependencies
-from lightning_rectifier.decode.graph import DecodingGraph
+from lightning_rectifier.decode.graph import DecodingGraph, read_fst
 
 __all__ = ["Lattice", "LatticeDecoder", "LatticeOptions", "read_lattices", "write_lattices"]
 
@@ -229,6 +232,61 @@ class LatticeDecoder:
         if not found or raw.num_states == 0:
             return None
         return _from_openfst_text(raw.to_str(), f"utterance {key!r}", self.options.acoustic_scale, raw.start)
+
+    def decode_many(
+        self,
+        utterances: Mapping[str, npt.ArrayLike],
+        *,
+        num_workers: int = 0,
+        chunk_size: int = 4,
+        advance: Callable[[], None] | None = None,
+    ) -> dict[str, Lattice | None]:
+        """Lattices of many utterances, in input order, here or in ``num_workers`` processes (``spawn``).
+
+        Each worker reads its own copy of the graph (written once to a temporary file); a lattice comes back as
+        arrays. ``advance`` is called once per utterance (a progress bar).
+        """
+        if num_workers < 0 or chunk_size < 1:
+            raise ValueError(f"expected num_workers >= 0 and chunk_size >= 1, got {num_workers} and {chunk_size}")
+        tick = advance or (lambda: None)
+        out: dict[str, Lattice | None] = {}
+        if num_workers == 0:
+            for key, matrix in utterances.items():
+                out[key] = self.decode(matrix, key)
+                tick()
+            return out
+        items = list(utterances.items())
+        chunks = [items[i : i + chunk_size] for i in range(0, len(items), chunk_size)]
+        with tempfile.TemporaryDirectory(prefix="lightning-rectifier-graph-") as tmp:
+            path = os.path.join(tmp, "graph.fst")
+            self.graph.write(path)
+            graph = self.graph
+            init = (path, graph.words, graph.num_senones, graph.stats, graph.source, self.options)
+            context = multiprocessing.get_context("spawn")  # safe with threads (torch) in the parent
+            with ProcessPoolExecutor(num_workers, mp_context=context, initializer=_init_worker, initargs=init) as pool:
+                for decoded in pool.map(_decode_chunk, chunks):
+                    for key, lattice in decoded:
+                        out[key] = lattice
+                        tick()
+        return out
+
+
+_WORKER: LatticeDecoder | None = None
+
+
+def _init_worker(
+    path: str, words: list[str], num_senones: int, stats: Any, source: str, options: LatticeOptions
+) -> None:
+    global _WORKER
+
+    _WORKER = LatticeDecoder(
+        DecodingGraph.from_stats(read_fst(path), words, num_senones, stats, source=source), options
+    )
+
+
+def _decode_chunk(chunk: list[tuple[str, npt.ArrayLike]]) -> list[tuple[str, Lattice | None]]:
+    assert _WORKER is not None, "worker used before _init_worker"
+    return [(key, _WORKER.decode(matrix, key)) for key, matrix in chunk]
 
 
 def write_lattices(path: PathLike, lattices: Iterable[tuple[str, Lattice]]) -> int:

@@ -73,16 +73,18 @@ class LatticeSet:
 
 
 def decode_lattices(
-    graph: DecodingGraph, likelihoods: Mapping[str, np.ndarray], options: LatticeOptions, *, progress: bool = True
+    graph: DecodingGraph,
+    likelihoods: Mapping[str, np.ndarray],
+    options: LatticeOptions,
+    *,
+    num_workers: int = 0,
+    progress: bool = True,
 ) -> LatticeSet:
-    """Decodes every utterance to a lattice, with a progress bar; logs frames/s and the real-time factor."""
+    """Decodes every utterance to a lattice (in ``num_workers`` processes), with a progress bar; logs the speed."""
     decoder = LatticeDecoder(graph, options)
-    lattices: dict[str, Lattice | None] = {}
     start = time.perf_counter()
     with progress_bar(progress, len(likelihoods), "lattices") as advance:
-        for key, matrix in likelihoods.items():
-            lattices[key] = decoder.decode(matrix, key)
-            advance()
+        lattices = decoder.decode_many(likelihoods, num_workers=num_workers, advance=advance)
     result = LatticeSet(lattices, time.perf_counter() - start, sum(len(m) for m in likelihoods.values()))
     log.info(
         "decoded %d utterances to lattices (%d frames) at %.2fx real time, %d without a final state",

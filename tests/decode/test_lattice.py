@@ -113,3 +113,15 @@ def test_a_larger_penalty_never_adds_insertions(graph, lattices) -> None:
     insertions = [scores.results[10.0, p].insertions for p in (-4.0, 0.0, 4.0)]
     deletions = [scores.results[10.0, p].deletions for p in (-4.0, 0.0, 4.0)]
     assert insertions == sorted(insertions, reverse=True) and deletions == sorted(deletions)
+
+
+def test_worker_processes_give_the_same_lattices(graph, likelihoods, lattices) -> None:
+    decoder = LatticeDecoder(graph, LatticeOptions(acoustic_scale=0.1))
+    seen = []
+    parallel = decoder.decode_many(dict(itertools.islice(likelihoods.items(), 3)), num_workers=2, chunk_size=1,
+                                   advance=lambda: seen.append(1))  # fmt: skip
+    assert len(seen) == 3 and list(parallel) == list(likelihoods)[:3]
+    for key, lattice in parallel.items():
+        assert lattice is not None and abs(lattice.num_arcs - lattices[key].num_arcs) <= 0.01 * lattice.num_arcs
+        for setting in ((7.0, 0.0), (10.0, 0.5), (17.0, 1.0)):  # a graph read back from file: the same answers
+            assert lattice.best_path(*setting) == lattices[key].best_path(*setting)
