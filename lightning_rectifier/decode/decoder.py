@@ -12,12 +12,9 @@ from __future__ import annotations
 import collections
 import logging
 import math
-import multiprocessing
-import os
-import tempfile
 import time
 from collections.abc import Iterable, Iterator, Mapping
-from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures import Future
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -25,7 +22,7 @@ import numpy as np
 import numpy.typing as npt
 
 from lightning_rectifier.decode import dependencies
-from lightning_rectifier.decode.graph import DecodingGraph, FstStats, read_fst
+from lightning_rectifier.decode.graph import DecodingGraph, graph_worker_pool
 
 log = logging.getLogger(__name__)
 
@@ -288,27 +285,20 @@ class Decoder:
     def _decode_in_workers(
         self, items: Iterable[tuple[str, npt.ArrayLike]], num_workers: int, chunk_size: int
     ) -> Iterator[tuple[str, Hypothesis]]:
-        with tempfile.TemporaryDirectory(prefix="lightning-rectifier-graph-") as tmp:
-            path = os.path.join(tmp, "graph.fst")
-            self.graph.write(path)
-            graph = self.graph
-            init_args = (path, graph.words, graph.num_senones, graph.stats, graph.source, self.options)
-            context = multiprocessing.get_context("spawn")  # safe with threads (torch) in the parent
-            pool = ProcessPoolExecutor(num_workers, mp_context=context, initializer=_init_worker, initargs=init_args)
-            with pool:
-                pending: collections.deque[Future[list[tuple[str, Hypothesis]]]] = collections.deque()
-                chunk: list[tuple[str, np.ndarray]] = []
-                for key, matrix in items:
-                    chunk.append((key, np.asarray(matrix)))
-                    if len(chunk) == chunk_size:
-                        pending.append(pool.submit(_decode_chunk, chunk))
-                        chunk = []
-                        while len(pending) >= 4 * num_workers:
-                            yield from pending.popleft().result()
-                if chunk:
+        with graph_worker_pool(self.graph, num_workers, _init_worker, self.options) as pool:
+            pending: collections.deque[Future[list[tuple[str, Hypothesis]]]] = collections.deque()
+            chunk: list[tuple[str, np.ndarray]] = []
+            for key, matrix in items:
+                chunk.append((key, np.asarray(matrix)))
+                if len(chunk) == chunk_size:
                     pending.append(pool.submit(_decode_chunk, chunk))
-                while pending:
-                    yield from pending.popleft().result()
+                    chunk = []
+                    while len(pending) >= 4 * num_workers:
+                        yield from pending.popleft().result()
+            if chunk:
+                pending.append(pool.submit(_decode_chunk, chunk))
+            while pending:
+                yield from pending.popleft().result()
 
 
 def _unique(items: Iterable[tuple[str, npt.ArrayLike]]) -> Iterator[tuple[str, npt.ArrayLike]]:
@@ -352,16 +342,8 @@ def check_loglikelihoods(graph: DecodingGraph, loglikes: npt.ArrayLike, key: str
 _WORKER: Decoder | None = None
 
 
-def _init_worker(
-    path: str,
-    words: list[str],
-    num_senones: int,
-    stats: FstStats,
-    source: str,
-    options: DecoderOptions,
-) -> None:
+def _init_worker(graph: DecodingGraph, options: DecoderOptions) -> None:
     global _WORKER
-    graph = DecodingGraph.from_stats(read_fst(path), words, num_senones, stats, source=source)
     _WORKER = Decoder(graph, options)
 
 

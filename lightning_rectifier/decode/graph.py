@@ -10,8 +10,12 @@ index a word table (``words[0] == "<eps>"``, Kaldi's ``words.txt``). Graphs for 
 from __future__ import annotations
 
 import math
+import multiprocessing
 import os
-from collections.abc import Iterable, Sequence
+import tempfile
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -385,3 +389,28 @@ def read_fst(path: PathLike) -> Any:
             " Kaldi's mkgraph.sh writes HCLG.fst), but kaldifst could not read it"
         )
     return fst
+
+
+@contextmanager
+def graph_worker_pool(
+    graph: DecodingGraph, num_workers: int, initializer: Callable[..., None], options: Any
+) -> Iterator[ProcessPoolExecutor]:
+    """``num_workers`` processes (``spawn``: safe with torch's threads) that each read their own copy of ``graph``.
+
+    The graph is written once to a temporary file; each worker runs ``initializer(copy, options)`` with the copy read
+    back by :meth:`DecodingGraph.from_stats` (kaldi-decoder's decoders cannot be shared between processes).
+    """
+    with tempfile.TemporaryDirectory(prefix="lightning-rectifier-graph-") as tmp:
+        path = os.path.join(tmp, "graph.fst")
+        graph.write(path)
+        spec = (path, graph.words, graph.num_senones, graph.stats, graph.source)
+        context = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(
+            num_workers, mp_context=context, initializer=_start_worker, initargs=(spec, initializer, options)
+        ) as pool:
+            yield pool
+
+
+def _start_worker(spec: tuple[Any, ...], initializer: Callable[..., None], options: Any) -> None:
+    path, words, num_senones, stats, source = spec
+    initializer(DecodingGraph.from_stats(read_fst(path), words, num_senones, stats, source=source), options)

@@ -21,11 +21,8 @@ from __future__ import annotations
 
 import gzip
 import math
-import multiprocessing
 import os
-import tempfile
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -35,7 +32,7 @@ import numpy.typing as npt
 
 from lightning_rectifier.data.errors import KaldiFormatError
 from lightning_rectifier.decode import dependencies
-from lightning_rectifier.decode.graph import DecodingGraph, read_fst
+from lightning_rectifier.decode.graph import DecodingGraph, graph_worker_pool
 
 __all__ = ["Lattice", "LatticeDecoder", "LatticeOptions", "read_lattices", "write_lattices"]
 
@@ -257,31 +254,20 @@ class LatticeDecoder:
             return out
         items = list(utterances.items())
         chunks = [items[i : i + chunk_size] for i in range(0, len(items), chunk_size)]
-        with tempfile.TemporaryDirectory(prefix="lightning-rectifier-graph-") as tmp:
-            path = os.path.join(tmp, "graph.fst")
-            self.graph.write(path)
-            graph = self.graph
-            init = (path, graph.words, graph.num_senones, graph.stats, graph.source, self.options)
-            context = multiprocessing.get_context("spawn")  # safe with threads (torch) in the parent
-            with ProcessPoolExecutor(num_workers, mp_context=context, initializer=_init_worker, initargs=init) as pool:
-                for decoded in pool.map(_decode_chunk, chunks):
-                    for key, lattice in decoded:
-                        out[key] = lattice
-                        tick()
+        with graph_worker_pool(self.graph, num_workers, _init_worker, self.options) as pool:
+            for decoded in pool.map(_decode_chunk, chunks):
+                for key, lattice in decoded:
+                    out[key] = lattice
+                    tick()
         return out
 
 
 _WORKER: LatticeDecoder | None = None
 
 
-def _init_worker(
-    path: str, words: list[str], num_senones: int, stats: Any, source: str, options: LatticeOptions
-) -> None:
+def _init_worker(graph: DecodingGraph, options: LatticeOptions) -> None:
     global _WORKER
-
-    _WORKER = LatticeDecoder(
-        DecodingGraph.from_stats(read_fst(path), words, num_senones, stats, source=source), options
-    )
+    _WORKER = LatticeDecoder(graph, options)
 
 
 def _decode_chunk(chunk: list[tuple[str, npt.ArrayLike]]) -> list[tuple[str, Lattice | None]]:
