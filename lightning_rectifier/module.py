@@ -61,6 +61,13 @@ class SenoneClassifier(L.LightningModule):
             frames, as Kaldi nnet1's feature transform does (``<AddShift>`` + ``<Rescale>``); set from the datamodule
             when fitting, saved in the checkpoint and applied in every forward pass (test, predict, decode). False:
             the input goes in as the data pipeline leaves it (for ablations).
+        minibatch_size: Frames per optimizer step when each loader batch holds several minibatches (set
+            ``data.batch_size`` to a multiple): one Lightning step then runs one SGD update per minibatch of the
+            batch, in order, under manual optimisation, so the host-side work of a Lightning step (gather, hooks,
+            logging) is paid once per batch. The updates are exactly those of the plain loop with
+            ``batch_size=minibatch_size`` (the same frames in the same order); ``global_step`` counts updates.
+            Not with ``trainer.gradient_clip_val`` or ``accumulate_grad_batches`` (Lightning's automatic options).
+            None: one update per loader batch, Lightning's usual loop.
 
     Example:
         >>> model = SenoneClassifier(input_dim=39, num_senones=10, hidden_dim=16, num_layers=2)
@@ -85,11 +92,15 @@ class SenoneClassifier(L.LightningModule):
         monitor: str = "val/loss",
         saturation: Literal["neg", "both"] = "neg",
         input_norm: bool = True,
+        minibatch_size: int | None = None,
     ) -> None:
         super().__init__()
         if learning_rate <= 0 or not 0 <= momentum < 1:
             raise ValueError(f"expected learning_rate > 0 and momentum in [0, 1), got {learning_rate}, {momentum}")
+        if minibatch_size is not None and minibatch_size < 1:
+            raise ValueError(f"expected minibatch_size >= 1 or None, got {minibatch_size}")
         self.save_hyperparameters(ignore=["optimizer", "lr_scheduler"])
+        self.automatic_optimization = minibatch_size is None
         self.model = DNNAcousticModel(
             input_dim, num_senones, hidden_dim, num_layers, nonlinearity, negative_slope, dropout, init
         )
@@ -186,18 +197,38 @@ class SenoneClassifier(L.LightningModule):
         return batch[0], batch[1]
 
     def training_step(self, batch: Any, batch_idx: int) -> Tensor:
-        """Frame cross-entropy on a batch of (spliced features, senone labels)."""
+        """Frame cross-entropy on a batch of (spliced features, senone labels); per minibatch with minibatch_size."""
         features, targets = self._unpack(batch)
+        if not self.automatic_optimization:
+            return self._minibatch_updates(features, targets)
         loss = torch.nn.functional.cross_entropy(self(features), targets)
-        # no per-step host synchronisation: the epoch's loss accumulates on the device
-        if self.train_loss_sum.device != loss.device:
-            self.train_loss_sum = self.train_loss_sum.to(loss.device)
-        self.train_loss_sum += loss.detach() * targets.numel()
-        self.train_frames += targets.numel()
-        every = getattr(self.trainer, "log_every_n_steps", 1)  # set by Lightning at run time
-        if (self.global_step + 1) % every == 0:  # the steps Lightning sends to loggers
-            self.log("train/loss", loss, prog_bar=True, batch_size=targets.numel())
+        self._account(loss.detach() * targets.numel(), targets.numel(), loss)
         return loss
+
+    def _minibatch_updates(self, features: Tensor, targets: Tensor) -> Tensor:
+        """``minibatch_size`` mode: SGD updates over consecutive minibatches of one loader batch, in order."""
+        optimizer = cast(torch.optim.Optimizer, self.optimizers())
+        size = int(self._h.minibatch_size)
+        summed = torch.zeros((), dtype=torch.float64, device=features.device)
+        for chunk, labels in zip(features.split(size), targets.split(size), strict=True):
+            loss = torch.nn.functional.cross_entropy(self(chunk), labels)
+            optimizer.zero_grad()
+            self.manual_backward(loss)
+            optimizer.step()
+            summed += loss.detach().double() * labels.numel()
+        mean = (summed / targets.numel()).float()
+        self._account(summed, targets.numel(), mean)
+        return mean
+
+    def _account(self, loss_sum: Tensor, frames: int, loss: Tensor) -> None:
+        """Adds to the epoch's loss (on the device: no per-step host synchronisation) and logs ``train/loss``."""
+        if self.train_loss_sum.device != loss_sum.device:
+            self.train_loss_sum = self.train_loss_sum.to(loss_sum.device)
+        self.train_loss_sum += loss_sum
+        self.train_frames += frames
+        every = getattr(self.trainer, "log_every_n_steps", 1)  # set by Lightning at run time
+        if (self.global_step + 1) % every == 0 or not self.automatic_optimization:  # the steps loggers get
+            self.log("train/loss", loss, prog_bar=True, batch_size=frames)
 
     def on_train_epoch_start(self) -> None:
         """Starts the epoch's loss average (or goes on with a resumed one); refuses to go on after a diverged epoch."""
@@ -246,9 +277,19 @@ class SenoneClassifier(L.LightningModule):
         self._resumed_epoch = int(saved.get("epoch", -1))
 
     def on_train_epoch_end(self) -> None:
-        """Logs ``train/loss_epoch``: the frame-weighted epoch mean, averaged over DDP processes (equal shares)."""
+        """Logs ``train/loss_epoch``: the frame-weighted epoch mean, averaged over DDP processes (equal shares).
+
+        With ``minibatch_size`` (manual optimisation, where Lightning steps no scheduler), steps the scheduler here,
+        after the epoch's validation, as Lightning's epoch interval does.
+        """
         if self.train_frames:
             self.log("train/loss_epoch", (self.train_loss_sum / self.train_frames).float(), sync_dist=True)
+        scheduler = self.lr_schedulers() if not self.automatic_optimization else None
+        if scheduler is not None:
+            metric = self.trainer.callback_metrics.get(self._h.monitor)
+            plateau = isinstance(scheduler, ReduceLROnPlateau)  # NewbobLR is one
+            if not plateau or metric is not None:  # a plateau scheduler waits for a validation
+                self.lr_scheduler_step(scheduler, metric if plateau else None)
 
     def _evaluate(self, stage: str, batch: Any) -> None:
         features, targets = self._unpack(batch)
@@ -324,7 +365,7 @@ class SenoneClassifier(L.LightningModule):
             return optimizer
         scheduler = self.scheduler_factory(optimizer)
         config: dict[str, Any] = {"scheduler": scheduler, "interval": "epoch"}
-        if isinstance(scheduler, ReduceLROnPlateau):
+        if isinstance(scheduler, ReduceLROnPlateau) and self.automatic_optimization:  # manual: stepped here
             config["monitor"] = self._h.monitor
         return {"optimizer": optimizer, "lr_scheduler": config}
 

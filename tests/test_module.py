@@ -184,3 +184,33 @@ def test_two_process_ddp_matches_one_process_with_the_combined_batch(labelled_di
         torch.testing.assert_close(ddp_weights[name], tensor, rtol=1e-4, atol=1e-5)
     for key, value in single["after"].items():
         assert ddp["after"][key] == pytest.approx(value, rel=1e-4, abs=1e-5), key
+
+
+@pytest.mark.parametrize("scheduler", [None, "newbob"])
+def test_several_minibatches_per_step_give_the_plain_loops_weights(labelled_dir: Path, tmp_path: Path,
+                                                                    scheduler) -> None:  # fmt: skip
+    from functools import partial
+
+    from lightning_rectifier.schedulers import NewbobLR
+
+    def train(batch_size: int, minibatch_size: int | None, root: Path) -> tuple[SenoneClassifier, L.Trainer]:
+        L.seed_everything(3, verbose=False)
+        dm = AlignedFramesDataModule(train_dir=str(labelled_dir), valid_fraction=0.3, batch_size=batch_size, seed=5)
+        model = SenoneClassifier(
+            dm.feat_dim, dm.num_senones, hidden_dim=16, num_layers=2, minibatch_size=minibatch_size,
+            lr_scheduler=partial(NewbobLR, start_halving_impr=10.0) if scheduler else None,
+        )  # fmt: skip
+        trainer = _trainer(root, max_epochs=2)
+        trainer.fit(model, datamodule=dm)
+        return model, trainer
+
+    plain, plain_trainer = train(32, None, tmp_path / "plain")
+    inner, inner_trainer = train(32 * 3, 32, tmp_path / "inner")  # 3 updates per Lightning step
+    assert inner_trainer.global_step == plain_trainer.global_step  # counted in updates
+    for (name, a), (_, b) in zip(plain.state_dict().items(), inner.state_dict().items(), strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6, msg=name)
+    if scheduler:  # the scheduler stepped after each validation in both: the same learning rate now
+        learning_rate = plain.optimizers().param_groups[0]["lr"]
+        assert learning_rate < 0.008 and learning_rate == inner.optimizers().param_groups[0]["lr"]  # it was halved
+    with pytest.raises(ValueError, match="minibatch_size"):
+        SenoneClassifier(4, 2, minibatch_size=0)
