@@ -8,7 +8,7 @@ truncated archive ends the iteration early there, silently losing utterances).
 
 Why not ``kaldi_native_io.SequentialMatrixShapeReader``: it gives no byte offsets (the store reads each matrix by
 offset, in place), and on a truncated archive it fails with a ``UnicodeDecodeError`` from inside its key accessor
-instead of an error naming the file (measured with kaldi_native_io 1.22 on an archive cut in its fourth matrix).
+instead of an error naming the file (measured with kaldi_native_io 1.23 on an archive cut in its fourth matrix).
 Integer-vector archives (alignments) are read in :mod:`lightning_rectifier.data.int_vectors`.
 """
 
