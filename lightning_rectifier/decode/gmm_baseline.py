@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import shlex
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
@@ -25,6 +24,7 @@ from lightning_rectifier.data.diag_gmm import AmDiagGmm
 from lightning_rectifier.data.errors import KaldiDataError
 from lightning_rectifier.data.kaldi_io import read_matrix
 from lightning_rectifier.data.pipeline import FeaturePipeline, Normaliser, stats_per_key
+from lightning_rectifier.decode.directory import DecodeReport, decode_with_lattices
 from lightning_rectifier.decode.kaldi_graph import read_kaldi_graph
 from lightning_rectifier.decode.lattice import LatticeOptions
 from lightning_rectifier.decode.lattice_run import LatticeGrid
@@ -104,7 +104,7 @@ def decode_gmm_directory(
     max_lmwt: float = 17,
     word_ins_penalty: str = "0.0,0.5,1.0",
     num_workers: int = 0,
-) -> Any:
+) -> DecodeReport:
     """Decodes a data directory with a Kaldi GMM system (the paper's baseline row) through its graph.
 
     Args:
@@ -125,10 +125,8 @@ def decode_gmm_directory(
         num_workers: Decoding worker processes (0: in this process).
 
     Returns:
-        A :class:`~lightning_rectifier.decode.directory.DecodeReport`; ``wer.json`` records ``"system": "gmm"``.
+        What was decoded and written; ``wer.json`` records ``"system": "gmm"``.
     """
-    from lightning_rectifier.decode.directory import decode_with_lattices
-
     model_path = Path(model)
     gmm = AmDiagGmm.read(model_path)
     decoding_graph = read_kaldi_graph(graph, model_path, words)

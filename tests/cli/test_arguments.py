@@ -47,14 +47,20 @@ def test_every_parameter_is_an_option_with_the_functions_help(command: str) -> N
 
 def test_decode_options_flow_into_the_function(tmp_path, monkeypatch) -> None:
     from lightning_rectifier.cli import tools
+    from lightning_rectifier.decode.directory import DecodeReport
 
     seen: dict[str, object] = {}
-    stand_in = functools.wraps(decode_directory)(lambda **kw: seen.update(kw))  # the same signature, records the call
+
+    def record(**kwargs: object) -> DecodeReport:
+        seen.update(kwargs)
+        return DecodeReport({}, None, {}, [])
+
+    stand_in = functools.wraps(decode_directory)(record)  # the same signature, records the call
     monkeypatch.setattr("lightning_rectifier.decode.directory.decode_directory", stand_in)
     (tmp_path / "model.ckpt").write_bytes(b"")
-    with pytest.raises(AttributeError):  # the stand-in returns no report
-        tools.decode(["--ckpt_path", str(tmp_path / "model.ckpt"), "--data_dir", "fsdd:test", "--out_dir",
-                      str(tmp_path / "out"), "--beam", "9", "--grammar", "word", "--write_loglikes"])  # fmt: skip
+    argv = ["--ckpt_path", str(tmp_path / "model.ckpt"), "--data_dir", "fsdd:test", "--out_dir", str(tmp_path / "out"),
+            "--beam", "9", "--grammar", "word", "--write_loglikes"]  # fmt: skip
+    assert tools.decode(argv) == 0  # the command completes with the stand-in's report
     expected = {**_defaults(decode_directory), "beam": 9.0, "grammar": "word", "write_loglikes": True}
     expected.update(checkpoint=str(tmp_path / "model.ckpt"), data_dir="fsdd:test", out_dir=str(tmp_path / "out"))
     assert seen == expected
