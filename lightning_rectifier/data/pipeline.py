@@ -155,7 +155,7 @@ class Normaliser:
         raw_dim: int,
     ) -> None:
         self.data, self.pipeline, self.stats, self.stats_key, self.raw_dim = data, pipeline, stats, stats_key, raw_dim
-        self.transforms: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+        self.transforms: dict[str, tuple[np.ndarray | None, np.ndarray]] = {}
 
     def __call__(self, utterance: str, raw: np.ndarray, source: str) -> tuple[np.ndarray, str | None]:
         """The normalised features and the statistics key used (None without CMVN)."""
@@ -163,11 +163,18 @@ class Normaliser:
         if self.stats is not None:
             key = {"speaker": self.data.utt2spk[utterance], "utterance": utterance, "global": ""}[self.stats_key]
             if key not in self.transforms:
-                self.transforms[key] = _cmvn_transform(
+                scale, offset = _cmvn_transform(
                     self.data, self.stats, self.stats_key, key, self.raw_dim, self.pipeline.norm_vars, source
                 )
+                self.transforms[key] = (
+                    scale.astype(np.float32) if self.pipeline.norm_vars else None,
+                    offset.astype(np.float32),
+                )
             scale, offset = self.transforms[key]
-            matrix = (matrix * scale + offset).astype(np.float32)
+            # in float32, as apply-cmvn computes; a fresh array (raw is kept for the error message)
+            matrix = np.add(raw, offset, dtype=np.float32) if scale is None else raw * scale
+            if scale is not None:
+                matrix += offset
         if self.pipeline.delta_order:
             matrix = add_deltas(matrix, self.pipeline.delta_order, self.pipeline.delta_window)
         return matrix, key
