@@ -21,18 +21,12 @@ from lightning_rectifier.data.archive import MatrixEntry
 from lightning_rectifier.data.datadir import KaldiDataDir
 from lightning_rectifier.data.errors import KaldiDataError, where
 from lightning_rectifier.data.frame_store import FrameStore, FrameStoreBuilder
-from lightning_rectifier.data.kaldi_io import read_matrix
-from lightning_rectifier.data.pipeline import (
-    FeaturePipeline,
-    Normaliser,
-    non_finite_message,
-    stats_per_key,
-)
+from lightning_rectifier.data.pipeline import FeaturePipeline, Normaliser, prepare_utterance, stats_per_key
 
 log = logging.getLogger(__name__)
 
 StoreDtype = Literal["float32", "float16", "bfloat16"]
-_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+STORE_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
 
 _NAMED = 3  # skipped utterances named per reason in the summary line (all are in LoadReport.skipped)
@@ -75,6 +69,72 @@ class LoadReport:
         return ", ".join(parts)
 
 
+@dataclass
+class LoadPlan:
+    """Pass 1 of loading, done: the utterances to keep, how many frames of each, and how to normalise them.
+
+    Both the in-memory store (:func:`load_frame_store`) and the frame cache
+    (:mod:`lightning_rectifier.data.frame_cache`) are filled from a plan, so they keep and prepare the same frames.
+    """
+
+    kept: list[tuple[MatrixEntry, int]]
+    """Usable entries, in ``feats.scp`` order, with the frames kept of each (trimmed to the alignment)."""
+    raw_dim: int
+    normaliser: Normaliser
+    report: LoadReport
+    alignments: dict[str, np.ndarray] | None
+    skip_invalid: bool
+
+    @property
+    def num_frames(self) -> int:
+        """Frames of the kept utterances."""
+        return sum(length for _, length in self.kept)
+
+    @property
+    def stored_dim(self) -> int:
+        """Dimension of a stored frame (after deltas)."""
+        return self.normaliser.pipeline.stored_dim(self.raw_dim)
+
+    def labels(self, entry: MatrixEntry, length: int) -> np.ndarray | None:
+        """The kept labels of one utterance (None for unlabelled data)."""
+        return None if self.alignments is None else self.alignments[entry.key][:length]
+
+
+def plan_frame_store(
+    data: KaldiDataDir,
+    alignments: dict[str, np.ndarray] | None,
+    *,
+    pipeline: FeaturePipeline,
+    utterances: list[str] | None = None,
+    num_senones: int | None = None,
+    length_tolerance: int = 0,
+    skip_invalid: bool = False,
+    global_stats: np.ndarray | None = None,
+    alignment_source: str = "alignments",
+) -> LoadPlan:
+    """Pass 1: which utterances are usable (headers and alignments only) and their CMVN statistics.
+
+    Takes the arguments of :func:`load_frame_store` but ``dtype``.
+
+    Raises:
+        KaldiDataError: Bad input (naming the file and the utterance), or no usable utterance.
+    """
+    report = LoadReport(str(data.path))
+    wanted = set(utterances) if utterances is not None else None
+    entries = [e for e in data.features if wanted is None or e.key in wanted]
+    if alignments is not None:
+        report.unused_alignments = len(alignments.keys() - {e.key for e in data.features})
+    checks = _EntryChecks(alignments, num_senones, length_tolerance, skip_invalid, alignment_source, report)
+    kept, raw_dim = checks.usable(entries)
+    if not kept:
+        raise KaldiDataError(f"{data.path}: no usable utterances ({report.summary()})")
+    stats, stats_key = stats_per_key(data, pipeline, [e for e, _ in kept], global_stats)
+    if stats_key == "global" and stats is not None:
+        report.global_stats = stats[""]
+    normaliser = Normaliser(data, pipeline, stats, stats_key, raw_dim)
+    return LoadPlan(kept, raw_dim, normaliser, report, alignments, skip_invalid)
+
+
 def load_frame_store(
     data: KaldiDataDir,
     alignments: dict[str, np.ndarray] | None,
@@ -109,43 +169,47 @@ def load_frame_store(
     Raises:
         KaldiDataError: Bad input, naming the file and the utterance.
     """
-    if dtype not in _DTYPES:
-        raise ValueError(f"dtype must be one of {sorted(_DTYPES)}, got {dtype!r}")
-    report = LoadReport(str(data.path))
-    wanted = set(utterances) if utterances is not None else None
-    entries = [e for e in data.features if wanted is None or e.key in wanted]
-    if alignments is not None:
-        report.unused_alignments = len(alignments.keys() - {e.key for e in data.features})
-    checks = _EntryChecks(alignments, num_senones, length_tolerance, skip_invalid, alignment_source, report)
-    kept, raw_dim = checks.usable(entries)  # pass 1: headers and alignments only
-    if not kept:
-        raise KaldiDataError(f"{data.path}: no usable utterances ({report.summary()})")
-    stats, stats_key = stats_per_key(data, pipeline, [e for e, _ in kept], global_stats)
-    if stats_key == "global" and stats is not None:
-        report.global_stats = stats[""]
+    if dtype not in STORE_DTYPES:
+        raise ValueError(f"dtype must be one of {sorted(STORE_DTYPES)}, got {dtype!r}")
+    plan = plan_frame_store(
+        data,
+        alignments,
+        pipeline=pipeline,
+        utterances=utterances,
+        num_senones=num_senones,
+        length_tolerance=length_tolerance,
+        skip_invalid=skip_invalid,
+        global_stats=global_stats,
+        alignment_source=alignment_source,
+    )
+    return load_frame_store_from_plan(plan, dtype=dtype)
+
+
+def load_frame_store_from_plan(plan: LoadPlan, *, dtype: StoreDtype = "float32") -> tuple[FrameStore, LoadReport]:
+    """Pass 2 of :func:`load_frame_store`: reads, normalises and checks the plan's utterances into a store."""
+    if dtype not in STORE_DTYPES:
+        raise ValueError(f"dtype must be one of {sorted(STORE_DTYPES)}, got {dtype!r}")
+    pipeline, skip_invalid = plan.normaliser.pipeline, plan.skip_invalid
     builder = FrameStoreBuilder(
-        sum(length for _, length in kept),
-        len(kept),
-        pipeline.stored_dim(raw_dim),
+        plan.num_frames,
+        len(plan.kept),
+        plan.stored_dim,
         left_context=pipeline.left_context,
         right_context=pipeline.right_context,
-        dtype=_DTYPES[dtype],
-        labelled=alignments is not None,
+        dtype=STORE_DTYPES[dtype],
+        labelled=plan.alignments is not None,
     )
-    normalise = Normaliser(data, pipeline, stats, stats_key, raw_dim)
-    for entry, length in kept:  # pass 2: read, normalise, check, write into place
-        source = where(entry.source, entry.key)
-        raw = read_matrix(entry)[:length]
-        matrix, key = normalise(entry.key, raw, source)
-        # what enters the store is checked after the whole pipeline: CMVN or deltas can make finite input non-finite
-        if not np.isfinite(matrix).all():
-            message = non_finite_message(raw, matrix, source, stats_key, key)
+    report, normaliser = plan.report, plan.normaliser
+    for entry, length in plan.kept:  # pass 2: read, normalise, check, write into place
+        transform = normaliser.transform(entry.key, where(entry.source, entry.key))
+        matrix = prepare_utterance(entry, length, transform, pipeline, normaliser.stats_key)
+        if isinstance(matrix, str):
             if not skip_invalid:
-                raise KaldiDataError(message)
-            report.skip("NaN/Inf", entry.key, message)
+                raise KaldiDataError(matrix)
+            report.skip("NaN/Inf", entry.key, matrix)
             continue
-        targets = None if alignments is None else torch.from_numpy(alignments[entry.key][:length])
-        builder.append(entry.key, torch.from_numpy(matrix), targets)
+        labels = plan.labels(entry, length)
+        builder.append(entry.key, torch.from_numpy(matrix), None if labels is None else torch.from_numpy(labels))
     store = builder.finish()
     report.done, report.frames = store.num_utterances, store.num_frames
     log.debug(report.summary())

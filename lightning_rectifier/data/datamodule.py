@@ -8,8 +8,10 @@ headers (and alignments), so ``LightningCLI.link_arguments`` can size the model 
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import random
-from collections.abc import Sequence
+import sys
 from pathlib import Path
 from typing import Any, Literal
 
@@ -19,10 +21,24 @@ import torch
 from lightning.pytorch.utilities import rank_zero_info
 
 from lightning_rectifier.data.archive import parse_rspecifier
-from lightning_rectifier.data.corpus import LoadReport, StoreDtype, load_frame_store, senone_priors
+from lightning_rectifier.data.corpus import (
+    LoadPlan,
+    LoadReport,
+    StoreDtype,
+    load_frame_store_from_plan,
+    plan_frame_store,
+    senone_priors,
+)
 from lightning_rectifier.data.datadir import KaldiDataDir
 from lightning_rectifier.data.demo import resolve_data_dir
 from lightning_rectifier.data.errors import KaldiDataError
+from lightning_rectifier.data.frame_cache import (
+    FrameCache,
+    cache_key,
+    file_fingerprints,
+    table_files,
+    write_frame_cache,
+)
 from lightning_rectifier.data.frame_store import FrameStore
 from lightning_rectifier.data.kaldi_io import read_alignments
 from lightning_rectifier.data.loaders import FrameLoader, UtteranceLoader
@@ -136,6 +152,16 @@ class AlignedFramesDataModule(L.LightningDataModule):
             one thread when deltas are computed (many small per-utterance operations, which a second thread slows
             down 3x on a busy 2-core machine: ``benchmarks/setup_threads.py``), torch's setting otherwise (without
             deltas two threads load 1.2-1.5x faster); a number: that many; ``None``: torch's setting.
+        cache_dir: Folder of frame caches (:mod:`~lightning_rectifier.data.frame_cache`): each set is prepared once
+            into a file keyed by its inputs and these settings, and later runs (and every DDP process of a node)
+            map that file instead of loading the archives. Built by ``prepare_data`` (Lightning runs it on one
+            process per node) or ``lightning-rectifier cache``; a changed input or setting builds a new one.
+        cache_workers: Processes that build a cache (default: one per core).
+        chunk_frames: Train from the cache chunk by chunk, never holding the whole training set in memory (corpora
+            larger than RAM; needs ``cache_dir``): utterances are grouped into chunks of about this many frames,
+            see :class:`~lightning_rectifier.data.chunked.ChunkedFrameLoader`. ``None``: map the whole set.
+        window_chunks: Chunks whose frames are shuffled together in chunked mode (memory holds two windows: the one
+            training and the next one, read in the background).
     """
 
     def __init__(
@@ -169,6 +195,10 @@ class AlignedFramesDataModule(L.LightningDataModule):
         prior_floor: float = 1e-10,
         allow_pipes: bool = False,
         setup_threads: int | Literal["auto"] | None = "auto",
+        cache_dir: str | None = None,
+        cache_workers: int | None = None,
+        chunk_frames: int | None = None,
+        window_chunks: int = 4,
     ) -> None:
         super().__init__()
         for name, value in (("batch_size", batch_size), ("eval_batch_size", eval_batch_size)):
@@ -176,6 +206,11 @@ class AlignedFramesDataModule(L.LightningDataModule):
                 raise ValueError(f"{name} must be >= 1, got {value}")
         if length_tolerance < 0:
             raise ValueError(f"length_tolerance must be >= 0, got {length_tolerance}")
+        if chunk_frames is not None and (cache_dir is None or chunk_frames < 1 or window_chunks < 1):
+            raise ValueError(
+                "chunked training needs cache_dir, chunk_frames >= 1 and window_chunks >= 1; got"
+                f" cache_dir={cache_dir!r}, chunk_frames={chunk_frames}, window_chunks={window_chunks}"
+            )
         # num_senones is the model's hyperparameter; the resolved value is checkpointed through state_dict()
         self.save_hyperparameters(ignore=["num_senones"])
         self.pipeline = FeaturePipeline(
@@ -185,10 +220,12 @@ class AlignedFramesDataModule(L.LightningDataModule):
         self._alignment_cache: dict[str, dict[str, np.ndarray]] = {}
         self._transition_model: TransitionModel | None = None
         self._num_senones: int | None = num_senones
+        self._given_num_senones = num_senones
         self._global_cmvn: np.ndarray | None = None
         self._priors: torch.Tensor | None = None
         self.stores: dict[str, FrameStore] = {}
         self.reports: dict[str, LoadReport] = {}
+        self.caches: dict[str, FrameCache] = {}
 
     @property
     def _h(self) -> Any:
@@ -212,7 +249,9 @@ class AlignedFramesDataModule(L.LightningDataModule):
 
     @property
     def raw_feat_dim(self) -> int:
-        """Dimension of the features on disk."""
+        """Dimension of the features on disk (from the training cache when there is one: no header is read)."""
+        if (cache := self._existing_cache("train")) is not None:
+            return int(cache.meta["raw_dim"])
         return self.data_dir(self._h.train_dir).feat_dim
 
     @property
@@ -228,7 +267,9 @@ class AlignedFramesDataModule(L.LightningDataModule):
         any of these, the largest training label + 1.
         """
         if self._num_senones is None:
-            if self.transition_model is not None:
+            if (cache := self._existing_cache("train")) is not None and cache.meta["num_senones"]:
+                self._num_senones = int(cache.meta["num_senones"])
+            elif self.transition_model is not None:
                 self._num_senones = self.transition_model.num_pdfs
             elif (counted := self._num_pdfs_file()) is not None:
                 self._num_senones = counted
@@ -239,12 +280,15 @@ class AlignedFramesDataModule(L.LightningDataModule):
                     raise KaldiDataError(f"{self._alignment_spec('train')}: no alignments to count senones from")
         return self._num_senones
 
-    def _num_pdfs_file(self) -> int | None:
-        """The senone count an aligner wrote next to the training alignments (``num_pdfs``), if there is one."""
+    def _num_pdfs_places(self) -> list[Path]:
+        """Where an aligner's ``num_pdfs`` file may be: next to the training alignments, in the training directory."""
         spec = self._alignment_spec("train")
         first = spec[0] if isinstance(spec, list) else spec
-        places = [Path(parse_rspecifier(first)[1]).parent, Path(resolve_data_dir(self._h.train_dir))]
-        for place in places:
+        return [Path(parse_rspecifier(first)[1]).parent, Path(resolve_data_dir(self._h.train_dir))]
+
+    def _num_pdfs_file(self) -> int | None:
+        """The senone count an aligner wrote next to the training alignments (``num_pdfs``), if there is one."""
+        for place in self._num_pdfs_places():
             if (place / "num_pdfs").is_file():
                 text = (place / "num_pdfs").read_text().strip()
                 if not text.isdigit() or int(text) < 1:
@@ -256,11 +300,17 @@ class AlignedFramesDataModule(L.LightningDataModule):
     def priors(self) -> torch.Tensor:
         """Senone priors (float64, floored) from the training frames as loaded; runs ``setup("fit")`` if needed."""
         if self._priors is None:
-            if "train" not in self.stores:
+            if "train" not in self.stores and "train" not in self.caches:
                 self.setup("fit")
-            labels = self.stores["train"].labels
-            assert labels is not None
-            self._priors = senone_priors(labels, self.num_senones, self._h.prior_floor)
+            if "train" in self.caches and (counts := self.caches["train"].label_counts) is not None:
+                counts = torch.from_numpy(counts).double()
+                if counts.numel() < self.num_senones:
+                    counts = torch.cat([counts, counts.new_zeros(self.num_senones - counts.numel())])
+                self._priors = (counts / counts.sum().clamp(min=1)).clamp(min=self._h.prior_floor)
+            else:
+                labels = self.stores["train"].labels
+                assert labels is not None
+                self._priors = senone_priors(labels, self.num_senones, self._h.prior_floor)
         return self._priors
 
     def input_moments(self, max_frames: int = 2_000_000) -> tuple[torch.Tensor, torch.Tensor]:
@@ -268,22 +318,16 @@ class AlignedFramesDataModule(L.LightningDataModule):
 
         What Kaldi nnet1's feature transform (``<AddShift>`` + ``<Rescale>``) is computed from: the statistics of
         the *spliced* input, so edge-frame repetition is included. Over at most ``max_frames`` frames, evenly
-        strided through the training set (all of them for smaller sets). Runs ``setup("fit")`` if needed.
+        strided through the training set (all of them for smaller sets); a frame cache holds them from its build.
+        Runs ``setup("fit")`` if needed.
         """
-        if "train" not in self.stores:
+        if "train" not in self.stores and "train" not in self.caches:
             self.setup("fit")
-        store = self.stores["train"]
-        step = max(1, -(-store.num_frames // max_frames))
-        index = torch.arange(0, store.num_frames, step)
-        total = torch.zeros(self.feat_dim, dtype=torch.float64)
-        squares = torch.zeros(self.feat_dim, dtype=torch.float64)
-        for chunk in index.split(65_536):
-            x = store.gather(chunk).features.double().cpu()
-            total += x.sum(0)
-            squares += (x * x).sum(0)
-        mean = total / len(index)
-        std = (squares / len(index) - mean * mean).clamp(min=0).sqrt()
-        return mean, std
+        if "train" in self.caches and (moments := self.caches["train"].moments(max_frames)) is not None:
+            return moments
+        if "train" not in self.stores:  # chunked, and the cache was built without them
+            self.stores["train"] = self.caches["train"].store()
+        return self.stores["train"].input_moments(max_frames)
 
     # ---------------------------------------------------------------- loading
 
@@ -309,62 +353,171 @@ class AlignedFramesDataModule(L.LightningDataModule):
             self._alignment_cache[key] = alignments
         return self._alignment_cache[key]
 
-    def _load(self, split: str, directory: str, utterances: Sequence[str] | None, labelled: bool) -> None:
-        h = self._h
-        data = self.data_dir(directory)
-        alignments = self._alignments(split) if labelled else None
-        if self.pipeline.cmvn == "global" and self._global_cmvn is None and split != "train":
-            raise KaldiDataError("cmvn='global' needs the training set's statistics: set up 'fit' first")
-        store, report = load_frame_store(
-            data,
-            alignments,
-            pipeline=self.pipeline,
-            utterances=list(utterances) if utterances is not None else None,
-            num_senones=self.num_senones if labelled else None,
-            length_tolerance=h.length_tolerance,
-            skip_invalid=h.skip_invalid,
-            dtype=h.store_dtype,
-            global_stats=self._global_cmvn,
-            alignment_source=str(self._alignment_spec(split)) if labelled else "",
-        )
-        if split == "train" and report.global_stats is not None:
-            self._global_cmvn = report.global_stats  # applied as they are to every other set
-        report.source = str(directory)  # as the user named it (fsdd:train, not the package's folder)
-        self.stores[split], self.reports[split] = store, report
-        rank_zero_info(f"[{split}] {report.summary()}")
+    def _parts(self, stage: str | None) -> list[tuple[str, str, str, bool]]:
+        """The sets a stage needs and has not loaded: (split, directory, part of it, labelled).
 
-    def setup(self, stage: str | None = None) -> None:
-        """Loads the stores the stage needs (on every process; each holds the whole set in memory).
-
-        Runs with ``setup_threads`` torch threads (one by default): see the class docstring.
+        The part is ``"all"``, or ``"train-part"`` / ``"held-out"`` of a ``valid_fraction`` split.
         """
-        threads = self._h.setup_threads
-        if threads == "auto":
-            threads = 1 if self._h.delta_order > 0 else None
-        with torch_threads(threads):
-            self._setup(stage)
-
-    def _setup(self, stage: str | None) -> None:
         h = self._h
-        if stage in ("fit", "validate", None) and "train" not in self.stores:
-            train = self.data_dir(h.train_dir)
-            train_utts: list[str] | None = None
-            valid_utts: list[str] | None = None
-            if h.valid_dir is None and h.valid_fraction > 0:
-                train_utts, valid_utts = split_held_out(train, h.valid_fraction, h.valid_split, h.split_seed)
-            self._load("train", h.train_dir, train_utts, labelled=True)
+        parts: list[tuple[str, str, str, bool]] = []
+        if stage in ("fit", "validate", None) and "train" not in self.stores and "train" not in self.caches:
+            held = h.valid_dir is None and h.valid_fraction > 0
+            parts.append(("train", h.train_dir, "train-part" if held else "all", True))
             if h.valid_dir is not None:
-                self._load("valid", h.valid_dir, None, labelled=True)
-            elif valid_utts:
-                self._load("valid", h.train_dir, valid_utts, labelled=True)
+                parts.append(("valid", h.valid_dir, "all", True))
+            elif held:
+                parts.append(("valid", h.train_dir, "held-out", True))
         if stage in ("test", None) and h.test_dir is not None and "test" not in self.stores:
-            self._load("test", h.test_dir, None, labelled=True)
+            parts.append(("test", h.test_dir, "all", True))
         if stage == "predict" and "predict" not in self.stores:
             directory = h.predict_dir or h.test_dir or h.valid_dir
             if directory is None:
                 raise ValueError("prediction needs predict_dir (or test_dir / valid_dir) to be set")
-            self._load("predict", directory, None, labelled=False)
+            parts.append(("predict", directory, "all", False))
+        return parts
+
+    def _utterances(self, directory: str, part: str) -> list[str] | None:
+        """The utterances of a part (None: all of the directory)."""
+        if part == "all":
+            return None
+        h = self._h
+        train, held = split_held_out(self.data_dir(directory), h.valid_fraction, h.valid_split, h.split_seed)
+        return train if part == "train-part" else held
+
+    def _plan(self, split: str, directory: str, utterances: list[str] | None, labelled: bool) -> LoadPlan:
+        h = self._h
+        if self.pipeline.cmvn == "global" and self._global_cmvn is None and split != "train":
+            raise KaldiDataError("cmvn='global' needs the training set's statistics: set up 'fit' first")
+        return plan_frame_store(
+            self.data_dir(directory),
+            self._alignments(split) if labelled else None,
+            pipeline=self.pipeline,
+            utterances=utterances,
+            num_senones=self.num_senones if labelled else None,
+            length_tolerance=h.length_tolerance,
+            skip_invalid=h.skip_invalid,
+            global_stats=self._global_cmvn,
+            alignment_source=str(self._alignment_spec(split)) if labelled else "",
+        )
+
+    def _load(self, split: str, directory: str, part: str, labelled: bool) -> None:
+        h = self._h
+        if h.cache_dir is not None:
+            cache = self._cache(split, directory, part, labelled, build=True)
+            if cache is None:  # an empty held-out part
+                return
+            self.caches[split] = cache
+            if not (split == "train" and h.chunk_frames):
+                self.stores[split] = cache.store()
+            report = cache.report()
+        else:
+            utterances = self._utterances(directory, part)
+            if utterances is not None and not utterances:
+                return
+            plan = self._plan(split, directory, utterances, labelled)
+            self.stores[split], report = load_frame_store_from_plan(plan, dtype=h.store_dtype)
+        if split == "train" and report.global_stats is not None:
+            self._global_cmvn = report.global_stats  # applied as they are to every other set
+        report.source = str(directory)  # as the user named it (fsdd:train, not the package's folder)
+        self.reports[split] = report
+        rank_zero_info(f"[{split}] {report.summary()}")
+
+    def _setup_threads(self) -> int | None:
+        threads = self._h.setup_threads
+        if threads == "auto":
+            return 1 if self._h.delta_order > 0 else None
+        return threads
+
+    def setup(self, stage: str | None = None) -> None:
+        """Loads the stores the stage needs (on every process): from the archives, or by mapping their caches.
+
+        Runs with ``setup_threads`` torch threads (one by default): see the class docstring.
+        """
+        with torch_threads(self._setup_threads()):
+            for split, directory, part, labelled in self._parts(stage):
+                self._load(split, directory, part, labelled)
         self._alignment_cache.clear()  # the stores hold the labels now
+
+    # ---------------------------------------------------------------- frame caches
+
+    def _cache_path(self, split: str, directory: str, part: str, labelled: bool) -> tuple[Path, dict[str, Any]]:
+        """Where the cache of a set is, and the description of its inputs and settings that keys it."""
+        h = self._h
+        folder = Path(resolve_data_dir(directory))
+        files = [*table_files(folder / "feats.scp"), folder / "utt2spk"]
+        if (folder / "cmvn.scp").is_file():
+            files += table_files(folder / "cmvn.scp")
+        alignments = None
+        if labelled:
+            spec = self._alignment_spec(split)
+            specs = spec if isinstance(spec, list) else [spec]
+            alignments = file_fingerprints(file for one in specs for file in table_files(one))
+        global_stats = None
+        if split != "train" and self.pipeline.cmvn == "global" and self._global_cmvn is not None:
+            global_stats = hashlib.sha256(np.ascontiguousarray(self._global_cmvn).tobytes()).hexdigest()
+        cmvn_stats = self.pipeline.cmvn_stats
+        description = {
+            "split": split,
+            "part": part,
+            "held_out": None if part == "all" else [h.valid_fraction, h.valid_split, h.split_seed],
+            "directory": [str(directory), file_fingerprints(files)],
+            "alignments": alignments,
+            "transition_model": None if h.transition_model is None else file_fingerprints([h.transition_model]),
+            "num_pdfs": file_fingerprints(place / "num_pdfs" for place in self._num_pdfs_places()),
+            "num_senones": self._given_num_senones,
+            "pipeline": dataclasses.asdict(self.pipeline),
+            "cmvn_stats": None if cmvn_stats is None else file_fingerprints([cmvn_stats]),
+            "global_stats": global_stats,
+            "length_tolerance": h.length_tolerance,
+            "skip_invalid": h.skip_invalid,
+            "dtype": h.store_dtype,
+        }
+        return Path(h.cache_dir) / f"{split}-{cache_key(description)}", description
+
+    def _cache(self, split: str, directory: str, part: str, labelled: bool, *, build: bool) -> FrameCache | None:
+        """The set's cache: opened when it exists, else built (``build``) or None; None also for an empty part."""
+        path, description = self._cache_path(split, directory, part, labelled)
+        if (path / "meta.json").is_file():
+            return FrameCache.open(path)
+        if not build:
+            return None
+        utterances = self._utterances(directory, part)
+        if utterances is not None and not utterances:
+            return None
+        plan = self._plan(split, directory, utterances, labelled)
+        return write_frame_cache(
+            plan,
+            path,
+            dtype=self._h.store_dtype,
+            description=description,
+            num_senones=self.num_senones if labelled else None,
+            workers=self._h.cache_workers,
+            progress=sys.stderr.isatty(),
+        )
+
+    def _existing_cache(self, split: str) -> FrameCache | None:
+        """The training cache, if caching is on and it is built (read before ``setup`` for the sizes)."""
+        if self._h.cache_dir is None:
+            return None
+        if split in self.caches:
+            return self.caches[split]
+        h = self._h
+        part = "train-part" if h.valid_dir is None and h.valid_fraction > 0 else "all"
+        return self._cache(split, h.train_dir, part, True, build=False)
+
+    def prepare_data(self) -> None:
+        """With ``cache_dir``: builds the caches of the training, validation and test sets that are missing.
+
+        Lightning runs this on one process per node before ``setup``, so the processes of a node then map one
+        cache. Without ``cache_dir`` there is nothing to prepare.
+        """
+        if self._h.cache_dir is None:
+            return
+        with torch_threads(self._setup_threads()):
+            for split, directory, part, labelled in self._parts(None):
+                cache = self._cache(split, directory, part, labelled, build=True)
+                if split == "train" and cache is not None and cache.global_stats is not None:
+                    self._global_cmvn = cache.global_stats  # keys the other sets' caches
 
     # ---------------------------------------------------------------- loaders
 

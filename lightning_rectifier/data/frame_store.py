@@ -55,6 +55,8 @@ class FrameStore:
         keys: Utterance ids, in store order.
         left_context: Frames of left context spliced onto each frame.
         right_context: Frames of right context.
+        frame_utterance: (frames,) int32 utterance of each frame, when it is at hand (a frame cache maps its copy);
+            computed from ``offsets`` otherwise.
 
     Example:
         >>> store = FrameStore.from_utterances({"a": torch.arange(3.0)[:, None], "b": torch.tensor([[10.0]])},
@@ -73,6 +75,7 @@ class FrameStore:
         keys: list[str],
         left_context: int = 5,
         right_context: int = 5,
+        frame_utterance: Tensor | None = None,
     ) -> None:
         if left_context < 0 or right_context < 0:
             raise ValueError(f"context must be >= 0, got {left_context}, {right_context}")
@@ -98,9 +101,13 @@ class FrameStore:
             raise ValueError(f"labels must be ({num_frames},), got {tuple(labels.shape)}")
         self.padded, self.labels, self.offsets, self.keys = padded, labels, offsets, keys
         self.left_context, self.right_context = left_context, right_context
-        self.frame_utterance = torch.repeat_interleave(
-            torch.arange(len(keys), dtype=torch.int32, device=offsets.device), lengths
-        )
+        if frame_utterance is None:
+            frame_utterance = torch.repeat_interleave(
+                torch.arange(len(keys), dtype=torch.int32, device=offsets.device), lengths
+            )
+        elif frame_utterance.shape != (num_frames,):
+            raise ValueError(f"frame_utterance must be ({num_frames},), got {tuple(frame_utterance.shape)}")
+        self.frame_utterance = frame_utterance
 
     @classmethod
     def from_utterances(
@@ -191,6 +198,28 @@ class FrameStore:
         if self.labels is None:
             return FrameBatch(features, torch.full_like(index, -100))
         return FrameBatch(features, self.labels[index].long())
+
+    def input_moments(self, max_frames: int = 2_000_000) -> tuple[Tensor, Tensor]:
+        """Mean and standard deviation (float64, on the CPU) of the spliced input, over at most ``max_frames`` frames.
+
+        The frames are evenly strided through the store (all of them for smaller stores); edge repetition is
+        included, as in the statistics Kaldi nnet1's feature transform is computed from.
+
+        Example:
+            >>> FrameStore.from_utterances({"u": torch.tensor([[0.0], [2.0]])}, left_context=0,
+            ...                            right_context=0).input_moments()
+            (tensor([1.], dtype=torch.float64), tensor([1.], dtype=torch.float64))
+        """
+        step = max(1, -(-self.num_frames // max_frames))
+        index = torch.arange(0, self.num_frames, step)
+        total = torch.zeros(self.input_dim, dtype=torch.float64)
+        squares = torch.zeros(self.input_dim, dtype=torch.float64)
+        for chunk in index.split(65_536):
+            x = self.gather(chunk).features.double().cpu()
+            total += x.sum(0)
+            squares += (x * x).sum(0)
+        mean = total / len(index)
+        return mean, (squares / len(index) - mean * mean).clamp(min=0).sqrt()
 
     def frame_features(self, index: Tensor | None = None) -> Tensor:
         """Stored (unspliced) features of the given frames, or of all frames in order, as a new tensor."""

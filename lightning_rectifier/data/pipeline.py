@@ -11,17 +11,27 @@ import logging
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal, get_args
+from typing import Literal, NamedTuple, get_args
 
 import numpy as np
 
 from lightning_rectifier.data.archive import MatrixEntry
 from lightning_rectifier.data.datadir import KaldiDataDir
-from lightning_rectifier.data.errors import KaldiDataError
+from lightning_rectifier.data.errors import KaldiDataError, where
 from lightning_rectifier.data.kaldi_io import read_matrix
 from lightning_rectifier.data.transforms import add_deltas, cmvn_transform, compute_cmvn_stats
 
-__all__ = ["CMVN_MODES", "CmvnMode", "FeaturePipeline", "Normaliser", "non_finite_message", "stats_per_key"]
+__all__ = [
+    "CMVN_MODES",
+    "CmvnMode",
+    "FeaturePipeline",
+    "Normaliser",
+    "UtteranceTransform",
+    "non_finite_message",
+    "normalise",
+    "prepare_utterance",
+    "stats_per_key",
+]
 
 log = logging.getLogger(__name__)
 
@@ -157,27 +167,56 @@ class Normaliser:
         self.data, self.pipeline, self.stats, self.stats_key, self.raw_dim = data, pipeline, stats, stats_key, raw_dim
         self.transforms: dict[str, tuple[np.ndarray | None, np.ndarray]] = {}
 
+    def transform(self, utterance: str, source: str) -> UtteranceTransform:
+        """The CMVN statistics key and affine map of one utterance (computed once per key, checked to be sane)."""
+        if self.stats is None:
+            return UtteranceTransform(None, None, None)
+        key = {"speaker": self.data.utt2spk[utterance], "utterance": utterance, "global": ""}[self.stats_key]
+        if key not in self.transforms:
+            scale, offset = _cmvn_transform(
+                self.data, self.stats, self.stats_key, key, self.raw_dim, self.pipeline.norm_vars, source
+            )
+            self.transforms[key] = (
+                scale.astype(np.float32) if self.pipeline.norm_vars else None,
+                offset.astype(np.float32),
+            )
+        return UtteranceTransform(key, *self.transforms[key])
+
     def __call__(self, utterance: str, raw: np.ndarray, source: str) -> tuple[np.ndarray, str | None]:
         """The normalised features and the statistics key used (None without CMVN)."""
-        matrix, key = raw, None
-        if self.stats is not None:
-            key = {"speaker": self.data.utt2spk[utterance], "utterance": utterance, "global": ""}[self.stats_key]
-            if key not in self.transforms:
-                scale, offset = _cmvn_transform(
-                    self.data, self.stats, self.stats_key, key, self.raw_dim, self.pipeline.norm_vars, source
-                )
-                self.transforms[key] = (
-                    scale.astype(np.float32) if self.pipeline.norm_vars else None,
-                    offset.astype(np.float32),
-                )
-            scale, offset = self.transforms[key]
-            # in float32, as apply-cmvn computes; a fresh array (raw is kept for the error message)
-            matrix = np.add(raw, offset, dtype=np.float32) if scale is None else raw * scale
-            if scale is not None:
-                matrix += offset
-        if self.pipeline.delta_order:
-            matrix = add_deltas(matrix, self.pipeline.delta_order, self.pipeline.delta_window)
-        return matrix, key
+        transform = self.transform(utterance, source)
+        return normalise(raw, transform, self.pipeline.delta_order, self.pipeline.delta_window), transform.key
+
+
+class UtteranceTransform(NamedTuple):
+    """What CMVN does to one utterance: ``x * scale + offset`` in float32 (plain arrays: sent to worker processes)."""
+
+    key: str | None
+    """The statistics key (speaker, utterance, ``""`` for global), or None without CMVN."""
+    scale: np.ndarray | None
+    """(dim,) float32, or None when only means are normalised."""
+    offset: np.ndarray | None
+    """(dim,) float32, or None without CMVN."""
+
+
+def normalise(raw: np.ndarray, transform: UtteranceTransform, delta_order: int, delta_window: int) -> np.ndarray:
+    """CMVN, then deltas, of one float32 utterance; ``raw`` is never modified (it is returned when nothing applies).
+
+    Example:
+        >>> normalise(np.ones((2, 1), np.float32), UtteranceTransform("s", None, np.float32([-1.0])), 0, 2)
+        array([[0.],
+               [0.]], dtype=float32)
+    """
+    matrix = raw
+    if transform.offset is not None:  # in float32, as apply-cmvn computes
+        if transform.scale is None:
+            matrix = np.add(raw, transform.offset, dtype=np.float32)
+        else:
+            matrix = np.multiply(raw, transform.scale, dtype=np.float32)
+            matrix += transform.offset
+    if delta_order:
+        matrix = add_deltas(matrix, delta_order, delta_window)
+    return matrix
 
 
 def _cmvn_transform(
@@ -226,3 +265,17 @@ def non_finite_message(raw: np.ndarray, processed: np.ndarray, source: str, stat
     frame, dim = np.argwhere(~np.isfinite(processed))[0]
     stage = f"CMVN ({stats_key} {key!r}) and deltas" if key is not None else "deltas"
     return f"{source}: features become NaN or Inf after {stage} (first at frame {frame}, dimension {dim})"
+
+
+def prepare_utterance(
+    entry: MatrixEntry, length: int, transform: UtteranceTransform, pipeline: FeaturePipeline, stats_key: str
+) -> np.ndarray | str:
+    """Pass 2 for one utterance: read, normalise, check. Returns the matrix, or why it is not finite.
+
+    What enters the store is checked after the whole pipeline: CMVN or deltas can make finite input non-finite.
+    """
+    raw = read_matrix(entry)[:length]
+    matrix = normalise(raw, transform, pipeline.delta_order, pipeline.delta_window)
+    if np.isfinite(matrix).all():
+        return matrix
+    return non_finite_message(raw, matrix, where(entry.source, entry.key), stats_key, transform.key)

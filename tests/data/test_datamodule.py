@@ -134,12 +134,12 @@ def test_speaker_cmvn_uses_every_utterance_of_the_speaker_aligned_or_not(ami_dat
 
 def test_sizes_before_setup_read_headers_only(ami_data_dir: Path, monkeypatch) -> None:
     _write_alignments(ami_data_dir, synthetic_labels(ami_data_dir, 17))
-    import lightning_rectifier.data.corpus as corpus
+    import lightning_rectifier.data.pipeline as pipeline
 
     def refuse(*args, **kwargs):
         raise AssertionError("feature data read before setup()")
 
-    monkeypatch.setattr(corpus, "read_matrix", refuse)
+    monkeypatch.setattr(pipeline, "read_matrix", refuse)
     dm = AlignedFramesDataModule(train_dir=str(ami_data_dir), delta_order=2)
     assert (dm.feat_dim, dm.num_senones) == (13 * 3 * 11, 17)
 
@@ -372,13 +372,13 @@ def test_setup_loads_with_its_own_thread_count_and_restores_torch(ami_data_dir: 
 
     _write_alignments(ami_data_dir, synthetic_labels(ami_data_dir, 5))
     seen: list[int] = []
-    original = datamodule.load_frame_store
+    original = datamodule.load_frame_store_from_plan
 
     def recording(*args, **kwargs):
         seen.append(torch.get_num_threads())
         return original(*args, **kwargs)
 
-    monkeypatch.setattr(datamodule, "load_frame_store", recording)
+    monkeypatch.setattr(datamodule, "load_frame_store_from_plan", recording)
     before = torch.get_num_threads()
     torch.set_num_threads(2)
     try:
