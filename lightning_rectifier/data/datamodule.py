@@ -21,6 +21,7 @@ import torch
 from lightning.pytorch.utilities import rank_zero_info
 
 from lightning_rectifier.data.archive import parse_rspecifier
+from lightning_rectifier.data.chunked import ChunkedFrameLoader
 from lightning_rectifier.data.corpus import (
     LoadPlan,
     LoadReport,
@@ -536,11 +537,28 @@ class AlignedFramesDataModule(L.LightningDataModule):
             raise RuntimeError(f"no {split} data: call setup() first, or configure the {split} set")
         return self.stores[split]
 
-    def train_dataloader(self) -> FrameLoader:
-        """Shuffled spliced frames, a fresh permutation per epoch."""
+    def train_dataloader(self) -> FrameLoader | ChunkedFrameLoader:
+        """Shuffled spliced frames, a fresh permutation per epoch (chunk by chunk with ``chunk_frames``)."""
+        h = self._h
+        if h.chunk_frames is not None:
+            if "train" not in self.caches:
+                raise RuntimeError("no train data: call setup() first")
+            trainer = self.trainer
+            rank, world = (0, 1) if trainer is None else (trainer.global_rank, trainer.world_size)
+            device = None if trainer is None else trainer.strategy.root_device
+            return ChunkedFrameLoader(
+                self.caches["train"],
+                h.batch_size,
+                chunk_frames=h.chunk_frames,
+                window_chunks=h.window_chunks,
+                seed=h.seed,
+                rank=rank,
+                world_size=world,
+                device=device if h.store_device == "auto" and device is not None and device.type != "cpu" else None,
+            )
         store = self._store("train")
         rank, world = self._placement(store)
-        return FrameLoader(store, self._h.batch_size, shuffle=True, seed=self._h.seed, rank=rank, world_size=world)
+        return FrameLoader(store, h.batch_size, shuffle=True, seed=h.seed, rank=rank, world_size=world)
 
     def val_dataloader(self) -> FrameLoader | list[Any]:
         """Validation frames in order (every frame exactly once across processes)."""

@@ -10,15 +10,16 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator
-from typing import Any, TypedDict
+from typing import Any, Literal, TypedDict
 
 import torch
 from torch import Tensor
 from typing_extensions import Unpack
 
 from lightning_rectifier.data.frame_store import FrameBatch, FrameStore, UtteranceBatch
+from lightning_rectifier.data.runtime import torch_threads
 
-__all__ = ["FrameLoader", "FrameOrder", "FrameShuffler", "UtteranceLoader"]
+__all__ = ["FrameLoader", "FrameOrder", "FrameShuffler", "ResumableLoader", "UtteranceLoader"]
 
 
 class FrameOrder(TypedDict, total=False):
@@ -101,7 +102,70 @@ class FrameShuffler:
             yield order[b * self.batch_size : (b + 1) * self.batch_size].long()
 
 
-class FrameLoader:
+class ResumableLoader:
+    """Base of the loaders that count their own epochs and resume mid-epoch exactly.
+
+    Each pass over the loader is one epoch; the epoch number and the position in it are kept in ``state_dict``,
+    which Lightning saves in checkpoints, with what the position depends on (:meth:`identity`): resuming refuses a
+    run whose data, batch size, seed or process count differ. Subclasses give :meth:`epoch_batches`.
+    """
+
+    epoch: int = 0
+
+    def __init__(self) -> None:
+        self._position = 0  # batches handed out in the current pass
+        self._started = False  # whether a pass has begun (the next one is then a new epoch)
+        self._resume: dict[str, int] | None = None
+
+    def __len__(self) -> int:
+        raise NotImplementedError
+
+    def set_epoch(self, epoch: int) -> None:
+        """Selects the data order of ``epoch``."""
+        self.epoch = epoch
+
+    def epoch_batches(self, epoch: int, skip: int) -> Iterator[FrameBatch]:
+        """The batches of ``epoch``, after skipping ``skip`` of them."""
+        raise NotImplementedError
+
+    def identity(self) -> dict[str, Any]:
+        """What the saved position depends on (checked on resuming)."""
+        raise NotImplementedError
+
+    def __iter__(self) -> Iterator[FrameBatch]:
+        epoch, skip = self.epoch + (1 if self._started else 0), 0
+        if self._resume is not None:
+            epoch, skip = self._resume["epoch"], self._resume["position"]
+            if skip >= len(self):  # saved at the end of that epoch: continue with the next one
+                epoch, skip = epoch + 1, 0
+            self._resume = None
+        self.set_epoch(epoch)
+        self._started, self._position = True, skip
+        for batch in self.epoch_batches(epoch, skip):
+            self._position += 1
+            yield batch
+
+    def state_dict(self) -> dict[str, Any]:
+        """The epoch, the position in it, and what they depend on."""
+        return {"epoch": self.epoch, "position": self._position, **self.identity()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Resumes at the saved epoch and position on the next iteration.
+
+        Raises:
+            ValueError: If the data, batch size, seed or process count differ from the saved run's, since the
+                saved position would then point at other frames.
+        """
+        for name, current in self.identity().items():
+            if state.get(name) != current:
+                raise ValueError(
+                    f"cannot resume the frame loader: the checkpoint was saved with {name}={state.get(name)},"
+                    f" this run has {name}={current} (the data order would differ)"
+                )
+        self._resume = {"epoch": int(state["epoch"]), "position": int(state["position"])}
+
+
+class FrameLoader(ResumableLoader):
     """An iterable of :class:`FrameBatch` over a :class:`FrameStore`; sized and resumable mid-epoch.
 
     Each pass over the loader is one epoch and draws the next permutation; the loader counts its passes itself and
@@ -113,6 +177,10 @@ class FrameLoader:
     Args:
         store: The frames.
         batch_size: Frames per batch (per process).
+        gather_threads: torch's intra-op threads while a batch is gathered from a store in host memory (restored
+            after each batch). ``"auto"``: one (a gather is many small row copies, which a second thread slows down
+            when the cores are shared: ``benchmarks/data_pipeline.py``); ``None``: torch's setting. A store on a GPU
+            is gathered there, whatever this says.
         **order: :class:`FrameOrder`, as for :class:`FrameShuffler`.
 
     Example:
@@ -125,62 +193,42 @@ class FrameLoader:
         1
     """
 
-    def __init__(self, store: FrameStore, batch_size: int, **order: Unpack[FrameOrder]) -> None:
+    def __init__(
+        self,
+        store: FrameStore,
+        batch_size: int,
+        gather_threads: int | Literal["auto"] | None = "auto",
+        **order: Unpack[FrameOrder],
+    ) -> None:
+        super().__init__()
         self.store = store
         self.shuffler = FrameShuffler(store.num_frames, batch_size, **order)
-        self._position = 0  # batches handed out in the current pass
-        self._started = False  # whether a pass has begun (the next one is then a new epoch)
-        self._resume: dict[str, int] | None = None
+        self.gather_threads = 1 if gather_threads == "auto" else gather_threads
 
     def __len__(self) -> int:
         return len(self.shuffler)
 
-    def __iter__(self) -> Iterator[FrameBatch]:
-        shuffler = self.shuffler
-        epoch, skip = shuffler.epoch + (1 if self._started else 0), 0
-        if self._resume is not None:
-            epoch, skip = self._resume["epoch"], self._resume["position"]
-            if skip >= len(self):  # saved at the end of that epoch: continue with the next one
-                epoch, skip = epoch + 1, 0
-            self._resume = None
-        shuffler.set_epoch(epoch)
-        self._started, self._position = True, skip
-        for index in shuffler.batches(skip):
-            self._position += 1
-            yield self.store.gather(index)
+    @property  # type: ignore[override]
+    def epoch(self) -> int:
+        """The epoch whose permutation is selected (the shuffler's)."""
+        return self.shuffler.epoch
 
-    def state_dict(self) -> dict[str, Any]:
-        """The epoch, the position in it, and what they depend on."""
+    def set_epoch(self, epoch: int) -> None:
+        """Selects the permutation of ``epoch``."""
+        self.shuffler.set_epoch(epoch)
+
+    def epoch_batches(self, epoch: int, skip: int) -> Iterator[FrameBatch]:
+        """The batches of ``epoch`` (selected by :meth:`set_epoch`), after skipping ``skip``."""
+        threads = self.gather_threads if self.store.device.type == "cpu" else None
+        for index in self.shuffler.batches(skip):
+            with torch_threads(threads):
+                batch = self.store.gather(index)
+            yield batch
+
+    def identity(self) -> dict[str, Any]:
+        """The data size, batch size, seed and process count the position depends on."""
         s = self.shuffler
-        return {
-            "epoch": s.epoch,
-            "position": self._position,
-            "seed": s.seed,
-            "num_frames": s.num_frames,
-            "batch_size": s.batch_size,
-            "world_size": s.world_size,
-        }
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Resumes at the saved epoch and position on the next iteration.
-
-        Raises:
-            ValueError: If the data, batch size, seed or process count differ from the saved run's, since the
-                saved position would then point at other frames.
-        """
-        s = self.shuffler
-        for name, current in (
-            ("num_frames", s.num_frames),
-            ("batch_size", s.batch_size),
-            ("seed", s.seed),
-            ("world_size", s.world_size),
-        ):
-            if state.get(name) != current:
-                raise ValueError(
-                    f"cannot resume the frame loader: the checkpoint was saved with {name}={state.get(name)},"
-                    f" this run has {name}={current} (the data order would differ)"
-                )
-        self._resume = {"epoch": int(state["epoch"]), "position": int(state["position"])}
+        return {"seed": s.seed, "num_frames": s.num_frames, "batch_size": s.batch_size, "world_size": s.world_size}
 
 
 class UtteranceLoader:
