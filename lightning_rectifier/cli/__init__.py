@@ -2,7 +2,7 @@
 
 ``fit``, ``validate``, ``test`` and ``predict`` are Lightning's (a :class:`LightningCLI` over
 :class:`~lightning_rectifier.SenoneClassifier` and :class:`~lightning_rectifier.AlignedFramesDataModule`); ``prepare``,
-``align``, ``decode``, ``compare`` and ``grid`` are the project's own tools. This module imports neither torch nor
+``align``, ``decode``, ``compare``, ``grid`` and ``cache`` are the project's own tools. This module imports neither torch nor
 Lightning, so ``--help`` and the tools' help answer at once; each subcommand imports what it needs.
 """
 
@@ -27,6 +27,7 @@ TOOL_COMMANDS = {
     "decode": "decode a data directory to words with a trained model; WER when a transcript exists",
     "compare": "finished runs -> the paper's Table 1 (Markdown, CSV) and convergence / sparsity plots",
     "grid": "run every recipe of a grid (e.g. recipes/fsdd/*.yaml), one run per configuration",
+    "cache": "prepare a configuration's data sets once into frame caches that every later run maps",
 }
 
 

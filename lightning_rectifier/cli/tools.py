@@ -1,4 +1,4 @@
-"""The project's own subcommands: ``prepare``, ``align``, ``decode``, ``compare`` and ``grid``.
+"""The project's own subcommands: ``prepare``, ``align``, ``decode``, ``compare``, ``grid`` and ``cache``.
 
 Each calls one library function; its options are generated from that function's signature and docstring
 (:mod:`lightning_rectifier.cli.arguments`), so ``--help`` says what the Python API says. ``grid`` and ``compare``
@@ -18,6 +18,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from lightning_rectifier.cli.arguments import add_function_arguments
+from lightning_rectifier.cli.errors import UserError
 
 log = logging.getLogger("lightning_rectifier")
 
@@ -283,7 +284,77 @@ def compare(argv: Sequence[str]) -> int:
     return main(argv)
 
 
+# ------------------------------------------------------------------------------------------------- cache
+
+
+def cache(argv: Sequence[str]) -> int:
+    """``lightning-rectifier cache --config RECIPE --data.cache_dir DIR``: the frame caches a run will map."""
+    parser = _parser(
+        "cache",
+        "Prepares the training, validation and test sets of a configuration (CMVN, deltas, labels, priors, input\n"
+        "moments) into frame caches under --data.cache_dir, one process per core, so that `fit` with the same\n"
+        "data options (and cache_dir) maps them and starts in seconds, every DDP process of a node sharing one copy.\n"
+        "Takes the `data:` section of fit's --config files and any --data.* option; other sections are ignored.\n"
+        "With --verify, checks every block checksum of existing cache folders instead.\n\n"
+        "example:\n  lightning-rectifier cache --config recipes/fsdd/base.yaml --data.cache_dir cache/\n"
+        "  lightning-rectifier fit --config recipes/fsdd/base.yaml --config recipes/fsdd/relu_3x512.yaml"
+        " --data.cache_dir cache/",
+    )
+    parser.add_argument("--config", action="append", default=[], help="fit configuration (repeatable)")
+    parser.add_argument("--verify", nargs="+", metavar="DIR", help="cache folders to check, block by block")
+    args, data_options = parser.parse_known_args(argv)
+    _logging()
+    if args.verify:
+        from lightning_rectifier.data.frame_cache import FrameCache
+
+        for folder in args.verify:
+            opened = FrameCache.open(folder, verify="full")
+            print(f"{folder}: ok ({opened.num_frames} frames, {opened.num_utterances} utterances)")
+        return 0
+    unknown = [a for a in data_options if a.startswith("-") and not a.startswith("--data.")]
+    if unknown:
+        parser.error(f"unrecognized arguments: {' '.join(unknown)} (only --config and --data.* are read)")
+    datamodule = _datamodule_from(args.config, data_options)
+    _one_handler_for_lightning()
+    if datamodule.hparams["cache_dir"] is None:
+        raise UserError("no cache folder: pass --data.cache_dir DIR (or set data.cache_dir in the configuration)")
+    started = time.perf_counter()
+    datamodule.prepare_data()
+    datamodule.setup("fit")
+    if datamodule.hparams["test_dir"] is not None:
+        datamodule.setup("test")
+    for split, built in datamodule.caches.items():
+        seconds = built.meta.get("build_seconds", 0.0)
+        print(f"{split}: {built.path} ({built.num_frames} frames; built in {seconds:.1f} s)")
+    print(f"done in {time.perf_counter() - started:.1f} s")
+    return 0
+
+
+def _datamodule_from(configs: Sequence[str], options: Sequence[str]):  # noqa: ANN202 (imports lazily)
+    """The datamodule of fit's configuration files (their ``data:`` sections) and ``--data.*`` options."""
+    import yaml
+    from jsonargparse import ArgumentParser
+
+    from lightning_rectifier.data import AlignedFramesDataModule
+
+    merged: dict = {}
+    for config in configs:
+        if not Path(config).is_file():
+            raise UserError(f"configuration file not found: {config}")
+        section = (yaml.safe_load(Path(config).read_text()) or {}).get("data") or {}
+        merged.update(section.get("init_args", section) if isinstance(section, dict) else {})
+    parser = ArgumentParser(prog="lightning-rectifier cache", exit_on_error=False)
+    parser.add_class_arguments(AlignedFramesDataModule, "data")
+    parser.set_defaults({f"data.{key}": value for key, value in merged.items()})
+    try:
+        parsed = parser.parse_args(list(options))
+    except Exception as error:  # jsonargparse's ArgumentError: a bad option or value
+        raise UserError(str(error).strip().splitlines()[0]) from None
+    return parser.instantiate(parsed).data
+
+
 COMMANDS: dict[str, Callable[[Sequence[str]], int]] = {
+    "cache": cache,
     "grid": grid,
     "prepare": prepare,
     "align": align,

@@ -74,7 +74,8 @@ class AcousticModel:
 
     def datamodule(self, data_dir: str, **overrides: Any) -> AlignedFramesDataModule:
         """A datamodule preparing ``data_dir`` exactly as the training data was prepared."""
-        hparams = {**self.data_hparams, "predict_dir": data_dir, **overrides}
+        # an evaluation set is read once: from its archives, not through the training run's frame caches
+        hparams = {**self.data_hparams, "predict_dir": data_dir, "cache_dir": None, "chunk_frames": None, **overrides}
         dm = AlignedFramesDataModule(**hparams)
         dm.load_state_dict(self.data_state)
         return dm

@@ -144,3 +144,37 @@ def test_grid_runs_one_fit_per_recipe_named_as_fit_names_it(labelled_dir: Path, 
     assert bad.returncode == 2 and "distinct" in bad.stderr
     failed = _cli("grid", str(tmp_path / "nope.yaml"), cwd=tmp_path, check=False)
     assert failed.returncode != 0 and "not found" in failed.stderr
+
+
+def test_cache_prepares_the_sets_fit_then_maps(labelled_dir: Path, tmp_path: Path) -> None:
+    config = tmp_path / "data.yaml"
+    config.write_text(
+        f"data:\n  train_dir: {labelled_dir}\n  valid_fraction: 0.3\n  delta_order: 2\nmodel:\n  hidden_dim: 8\n"
+    )
+    cache = tmp_path / "cache"
+    built = _cli("cache", "--config", str(config), f"--data.cache_dir={cache}", cwd=tmp_path)
+    assert "train: " in built.stdout and "valid: " in built.stdout
+    folders = sorted(p.name for p in cache.iterdir())
+    assert len(folders) == 2
+    verified = _cli("cache", "--verify", *(str(cache / f) for f in folders), cwd=tmp_path)
+    assert verified.stdout.count(": ok (") == 2
+    fit = _cli(
+        "fit",
+        "--config",
+        str(config),
+        f"--data.cache_dir={cache}",
+        "--model.num_layers=1",
+        "--trainer.max_epochs=1",
+        "--wandb=false",
+        "--trainer.enable_progress_bar=false",
+        "--trainer.callbacks=[]",
+        cwd=tmp_path,
+    )
+    assert "best checkpoint:" in fit.stdout
+    assert sorted(p.name for p in cache.iterdir()) == folders  # mapped, not rebuilt
+    missing = _cli("cache", "--config", str(config), cwd=tmp_path, check=False)
+    assert missing.returncode == 2 and "error: no cache folder: pass --data.cache_dir" in missing.stderr
+    damaged = cache / folders[0] / "keys.txt"
+    damaged.write_text(damaged.read_text() + "x")
+    refused = _cli("cache", "--verify", str(cache / folders[0]), cwd=tmp_path, check=False)
+    assert refused.returncode == 2 and "keys.txt" in refused.stderr and "damaged" in refused.stderr

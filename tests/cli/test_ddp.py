@@ -106,3 +106,23 @@ def test_a_resumed_ddp_run_logs_the_epoch_loss_of_an_uninterrupted_one(tmp_path:
     resumed = _epoch_losses(tmp_path / "resumed" / "relu-2x32")
     assert set(straight) == set(resumed) == {0}
     assert resumed[0] == pytest.approx(straight[0], rel=1e-5)
+
+
+def test_ddp_trains_chunk_by_chunk_from_one_cache(tmp_path: Path) -> None:
+    cache = tmp_path / "cache"
+    root = tmp_path / "runs"
+    fit = _cli(
+        "fit",
+        *DDP,
+        *SMALL,
+        "--trainer.max_epochs=1",
+        f"--trainer.default_root_dir={root}",
+        f"--data.cache_dir={cache}",
+        "--data.chunk_frames=5000",
+        "--data.window_chunks=2",
+        cwd=tmp_path,
+    )
+    assert "best checkpoint:" in fit.stdout
+    assert sorted(p.name.split("-")[0] for p in cache.iterdir()) == ["test", "train", "valid"]  # each built once
+    summary = json.loads((root / "relu-2x32" / "version_0" / "summary.json").read_text())
+    assert summary["best"]["val/frame_accuracy"] > 0.05
