@@ -1,9 +1,10 @@
 """The ``lightning-rectifier`` command.
 
 ``fit``, ``validate``, ``test`` and ``predict`` are Lightning's (a :class:`LightningCLI` over
-:class:`~lightning_rectifier.SenoneClassifier` and :class:`~lightning_rectifier.AlignedFramesDataModule`); ``prepare``,
-``align``, ``decode``, ``compare``, ``grid`` and ``cache`` are the project's own tools. This module imports neither torch nor
-Lightning, so ``--help`` and the tools' help answer at once; each subcommand imports what it needs.
+:class:`~lightning_rectifier.SenoneClassifier` and :class:`~lightning_rectifier.AlignedFramesDataModule`);
+``prepare``, ``align``, ``decode``, ``compare``, ``grid`` and ``cache`` are the project's own tools. This module
+imports neither torch nor Lightning, so ``--help`` and the tools' help answer at once; each subcommand imports
+what it needs.
 """
 
 from __future__ import annotations

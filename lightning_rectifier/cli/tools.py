@@ -330,7 +330,7 @@ def cache(argv: Sequence[str]) -> int:
     return 0
 
 
-def _datamodule_from(configs: Sequence[str], options: Sequence[str]):  # noqa: ANN202 (imports lazily)
+def _datamodule_from(configs: Sequence[str], options: Sequence[str]):
     """The datamodule of fit's configuration files (their ``data:`` sections) and ``--data.*`` options."""
     import yaml
     from jsonargparse import ArgumentParser

@@ -297,5 +297,17 @@ def senone_priors(labels: torch.Tensor, num_senones: int, floor: float = 1e-10) 
         >>> senone_priors(torch.tensor([0, 0, 1, 1]), 3)
         tensor([5.0000e-01, 5.0000e-01, 1.0000e-10], dtype=torch.float64)
     """
-    counts = torch.bincount(labels.long().cpu(), minlength=num_senones).double()
+    return priors_from_counts(torch.bincount(labels.long().cpu(), minlength=num_senones), num_senones, floor)
+
+
+def priors_from_counts(counts: torch.Tensor | np.ndarray, num_senones: int, floor: float = 1e-10) -> torch.Tensor:
+    """Senone priors from frame counts per senone (a frame cache stores them): relative frequencies, floored.
+
+    Example:
+        >>> priors_from_counts(np.array([1, 3]), 3, floor=0.01)
+        tensor([0.2500, 0.7500, 0.0100], dtype=torch.float64)
+    """
+    counts = torch.as_tensor(counts).double().cpu()
+    if counts.numel() < num_senones:
+        counts = torch.cat([counts, counts.new_zeros(num_senones - counts.numel())])
     return (counts / counts.sum().clamp(min=1)).clamp(min=floor)

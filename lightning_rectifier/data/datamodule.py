@@ -28,6 +28,7 @@ from lightning_rectifier.data.corpus import (
     StoreDtype,
     load_frame_store_from_plan,
     plan_frame_store,
+    priors_from_counts,
     senone_priors,
 )
 from lightning_rectifier.data.datadir import KaldiDataDir
@@ -304,10 +305,7 @@ class AlignedFramesDataModule(L.LightningDataModule):
             if "train" not in self.stores and "train" not in self.caches:
                 self.setup("fit")
             if "train" in self.caches and (counts := self.caches["train"].label_counts) is not None:
-                counts = torch.from_numpy(counts).double()
-                if counts.numel() < self.num_senones:
-                    counts = torch.cat([counts, counts.new_zeros(self.num_senones - counts.numel())])
-                self._priors = (counts / counts.sum().clamp(min=1)).clamp(min=self._h.prior_floor)
+                self._priors = priors_from_counts(counts, self.num_senones, self._h.prior_floor)
             else:
                 labels = self.stores["train"].labels
                 assert labels is not None

@@ -65,7 +65,11 @@ CACHE_FORMAT = "lightning-rectifier frame cache"
 CACHE_VERSION = 1
 """Bumped whenever the layout changes; it is part of every key, so old caches are never misread."""
 BLOCK_BYTES = 16 << 20
-_NUMPY_DTYPES = {"float32": np.float32, "float16": np.float16, "bfloat16": np.int16}  # bfloat16 travels as raw bits
+_NUMPY_DTYPES: dict[str, type[np.generic]] = {
+    "float32": np.float32,
+    "float16": np.float16,
+    "bfloat16": np.int16,
+}  # bfloat16 travels as raw bits
 _RX = re.compile(r"^(?P<path>.*?):(?P<offset>\d+)(?P<range>\[.*\])?$")
 _MIN_FRAMES_PER_WORKER = 200_000  # below this a worker process costs more (torch's import) than it saves
 Verify = Literal["sample", "full", "none"]
@@ -334,7 +338,7 @@ def _read(path: Path, dtype: np.dtype, first: int, count: int) -> np.ndarray:
     array = np.empty(count, dtype=dtype)
     with open(path, "rb", buffering=0) as file:
         file.seek(first * dtype.itemsize)
-        view, done = memoryview(array).cast("B"), 0
+        view, done = memoryview(array.data).cast("B"), 0
         while done < view.nbytes:
             read = file.readinto(view[done:])
             if not read:

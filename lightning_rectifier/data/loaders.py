@@ -110,9 +110,8 @@ class ResumableLoader:
     run whose data, batch size, seed or process count differ. Subclasses give :meth:`epoch_batches`.
     """
 
-    epoch: int = 0
-
     def __init__(self) -> None:
+        self._epoch = 0
         self._position = 0  # batches handed out in the current pass
         self._started = False  # whether a pass has begun (the next one is then a new epoch)
         self._resume: dict[str, int] | None = None
@@ -120,9 +119,14 @@ class ResumableLoader:
     def __len__(self) -> int:
         raise NotImplementedError
 
+    @property
+    def epoch(self) -> int:
+        """The epoch whose data order is selected."""
+        return self._epoch
+
     def set_epoch(self, epoch: int) -> None:
         """Selects the data order of ``epoch``."""
-        self.epoch = epoch
+        self._epoch = epoch
 
     def epoch_batches(self, epoch: int, skip: int) -> Iterator[FrameBatch]:
         """The batches of ``epoch``, after skipping ``skip`` of them."""
@@ -208,7 +212,7 @@ class FrameLoader(ResumableLoader):
     def __len__(self) -> int:
         return len(self.shuffler)
 
-    @property  # type: ignore[override]
+    @property
     def epoch(self) -> int:
         """The epoch whose permutation is selected (the shuffler's)."""
         return self.shuffler.epoch
