@@ -154,6 +154,10 @@ class AlignedFramesDataModule(L.LightningDataModule):
             one thread when deltas are computed (many small per-utterance operations, which a second thread slows
             down 3x on a busy 2-core machine: ``benchmarks/setup_threads.py``), torch's setting otherwise (without
             deltas two threads load 1.2-1.5x faster); a number: that many; ``None``: torch's setting.
+        loader_threads: torch's intra-op threads while the training loader gathers a batch in host memory
+            (restored after each batch, so the model's own operations keep torch's setting). ``"auto"``: one (a
+            gather is many small row copies, which a second thread slows down when the cores are shared:
+            ``benchmarks/data_pipeline.py --load``); ``None``: torch's setting. A store on a GPU gathers there.
         cache_dir: Folder of frame caches (:mod:`~lightning_rectifier.data.frame_cache`): each set is prepared once
             into a file keyed by its inputs and these settings, and later runs (and every DDP process of a node)
             map that file instead of loading the archives. Built by ``prepare_data`` (Lightning runs it on one
@@ -197,6 +201,7 @@ class AlignedFramesDataModule(L.LightningDataModule):
         prior_floor: float = 1e-10,
         allow_pipes: bool = False,
         setup_threads: int | Literal["auto"] | None = "auto",
+        loader_threads: int | Literal["auto"] | None = "auto",
         cache_dir: str | None = None,
         cache_workers: int | None = None,
         chunk_frames: int | None = None,
@@ -553,10 +558,13 @@ class AlignedFramesDataModule(L.LightningDataModule):
                 rank=rank,
                 world_size=world,
                 device=device if h.store_device == "auto" and device is not None and device.type != "cpu" else None,
+                gather_threads=h.loader_threads,
             )
         store = self._store("train")
         rank, world = self._placement(store)
-        return FrameLoader(store, h.batch_size, shuffle=True, seed=h.seed, rank=rank, world_size=world)
+        return FrameLoader(
+            store, h.batch_size, h.loader_threads, shuffle=True, seed=h.seed, rank=rank, world_size=world
+        )
 
     def val_dataloader(self) -> FrameLoader | list[Any]:
         """Validation frames in order (every frame exactly once across processes)."""
