@@ -321,8 +321,8 @@ class AlignedFramesDataModule(L.LightningDataModule):
         """Mean and standard deviation (float64) of the spliced network input over the training frames.
 
         What Kaldi nnet1's feature transform (``<AddShift>`` + ``<Rescale>``) is computed from: the statistics of
-        the *spliced* input, so edge-frame repetition is included. Over at most ``max_frames`` frames, evenly
-        strided through the training set (all of them for smaller sets); a frame cache holds them from its build.
+        the *spliced* input, so edge-frame repetition is included. Over at most ``max_frames`` frames (every ``k``-th
+        utterance of larger sets: :meth:`FrameStore.input_moments`); a frame cache holds them from its build.
         Runs ``setup("fit")`` if needed.
         """
         if "train" not in self.stores and "train" not in self.caches:

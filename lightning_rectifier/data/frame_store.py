@@ -202,24 +202,45 @@ class FrameStore:
     def input_moments(self, max_frames: int = 2_000_000) -> tuple[Tensor, Tensor]:
         """Mean and standard deviation (float64, on the CPU) of the spliced input, over at most ``max_frames`` frames.
 
-        The frames are evenly strided through the store (all of them for smaller stores); edge repetition is
-        included, as in the statistics Kaldi nnet1's feature transform is computed from.
+        Over all frames of the store, or, when it holds more, over every ``k``-th utterance (whole utterances, evenly
+        spread). Edge repetition is included, as in the statistics Kaldi nnet1's feature transform is computed from.
+        Computed from the stored frames, without splicing: the sum of splice block ``j`` over an utterance is the sum
+        of its stored rows less the ``j`` rows before the block's first and the ``left + right - j`` after its last,
+        so the cost is that of reading the frames once, not ``left + 1 + right`` times.
 
         Example:
-            >>> FrameStore.from_utterances({"u": torch.tensor([[0.0], [2.0]])}, left_context=0,
+            >>> FrameStore.from_utterances({"u": torch.tensor([[0.0], [2.0]])}, left_context=1,
             ...                            right_context=0).input_moments()
-            (tensor([1.], dtype=torch.float64), tensor([1.], dtype=torch.float64))
+            (tensor([0., 1.], dtype=torch.float64), tensor([0., 1.], dtype=torch.float64))
         """
-        step = max(1, -(-self.num_frames // max_frames))
-        index = torch.arange(0, self.num_frames, step)
-        total = torch.zeros(self.input_dim, dtype=torch.float64)
-        squares = torch.zeros(self.input_dim, dtype=torch.float64)
-        for chunk in index.split(65_536):
-            x = self.gather(chunk).features.double().cpu()
-            total += x.sum(0)
-            squares += (x * x).sum(0)
-        mean = total / len(index)
-        return mean, (squares / len(index) - mean * mean).clamp(min=0).sqrt()
+        pad, dim = self.left_context + self.right_context, self.feat_dim
+        offsets, lengths = self.offsets.cpu(), self.offsets.diff().cpu()
+        chosen = torch.arange(self.num_utterances)
+        if self.num_frames > max_frames:
+            chosen = chosen[:: -(-self.num_frames // max_frames)]
+        starts, lens = offsets[chosen] + chosen * pad, lengths[chosen]
+        rows = torch.arange(self.padded.shape[0]) if len(chosen) == self.num_utterances else _ranges(starts, lens + pad)
+        totals, squares = torch.zeros(dim, dtype=torch.float64), torch.zeros(dim, dtype=torch.float64)
+        for part in rows.split(262_144):
+            x = self.padded.index_select(0, part.to(self.device)).double().cpu()
+            ones = torch.ones(1, len(part), dtype=torch.float64)
+            totals += (ones @ x)[0]
+            squares += (ones @ x.mul_(x))[0]
+        edges = torch.arange(pad)
+        shape = (len(chosen), pad, dim)
+        heads = self.padded[(starts[:, None] + edges).reshape(-1).to(self.device)].double().cpu().view(shape)
+        tails = self.padded[((starts + lens)[:, None] + edges).reshape(-1).to(self.device)].double().cpu().view(shape)
+        zero = torch.zeros(1, dim, dtype=torch.float64)
+
+        def blocks(total: Tensor, head: Tensor, tail: Tensor) -> Tensor:
+            before = torch.cat([zero, head.cumsum(0)])  # rows before block j: the first j of each utterance
+            after = torch.cat([tail.flip(0).cumsum(0).flip(0), zero])  # rows after it: the last pad - j
+            return (total - before - after).reshape(-1)
+
+        count = float(lens.sum())
+        mean = blocks(totals, heads.sum(0), tails.sum(0)) / count
+        mean_square = blocks(squares, (heads * heads).sum(0), (tails * tails).sum(0)) / count
+        return mean, (mean_square - mean * mean).clamp(min=0).sqrt()
 
     def frame_features(self, index: Tensor | None = None) -> Tensor:
         """Stored (unspliced) features of the given frames, or of all frames in order, as a new tensor."""
@@ -323,3 +344,11 @@ def __getattr__(name: str) -> object:
         )
         return getattr(loaders, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def _ranges(starts: Tensor, lengths: Tensor) -> Tensor:
+    """The concatenated ranges ``starts[i] .. starts[i] + lengths[i] - 1`` (int64)."""
+    total = int(lengths.sum())
+    owner = torch.repeat_interleave(torch.arange(len(lengths)), lengths)
+    first = torch.cumsum(lengths, 0) - lengths
+    return starts[owner] + torch.arange(total) - first[owner]
