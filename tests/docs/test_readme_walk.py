@@ -145,3 +145,16 @@ def test_the_readme_sequence_gives_the_numbers_it_promises(tmp_path: Path) -> No
     assert (tmp_path / "comparison" / "findings.csv").read_text().count("\n") == len(tested) + 1
     assert (tmp_path / "comparison" / "convergence.png").stat().st_size > 0
     assert np.isfinite(demo["best"]["metrics"]["val/frame_accuracy"])
+
+
+def test_the_readme_cache_commands_build_then_verify(tmp_path: Path) -> None:
+    import glob
+
+    commands = _commands("cache")
+    assert [c[0] for c in commands] == ["cache", "cache"]
+    for command in commands:
+        args = [str(ROOT / a) if a.startswith("recipes/") else a for a in command]
+        expanded = [m for a in args for m in (sorted(glob.glob(str(tmp_path / a))) if "*" in a else [a])]
+        result = _run(expanded, tmp_path)
+    assert "train-" in result.stdout and ": ok (" in result.stdout
+    assert {p.name.split("-")[0] for p in (tmp_path / "cache").iterdir()} == {"train", "valid", "test"}
