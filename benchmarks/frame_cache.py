@@ -72,8 +72,9 @@ def setup_child(mode: str, data: Path, cache: Path, workers: int) -> dict[str, f
         dm = _datamodule(data, delta_order=2)
         dm.setup("fit")
         frames = dm.stores["train"].num_frames
-    elif mode == "build":
-        dm = _datamodule(data, delta_order=2, cache_dir=str(cache), cache_workers=workers)
+    elif mode in ("build", "build-no-deltas"):
+        deltas = 2 if mode == "build" else 0
+        dm = _datamodule(data, delta_order=deltas, cache_dir=str(cache), cache_workers=workers)
         dm.prepare_data()
         meta = json.loads(next(cache.iterdir()).joinpath("meta.json").read_text())
         frames = meta["frames"]
@@ -192,7 +193,9 @@ def chunked_child(data: Path, cache: Path, chunked: bool) -> dict[str, float]:
     torch.set_num_threads(1)
     settings = {"chunk_frames": 250_000, "window_chunks": 4} if chunked else {}
     dm = _datamodule(data, cache_dir=str(cache), batch_size=8192, **settings)
-    dm.prepare_data()
+    if dm._existing_cache("train") is None:
+        raise RuntimeError(f"{cache}: build the cache first (the build's peak is not the training's)")
+    Path("/proc/self/clear_refs").write_text("5")  # VmHWM := VmRSS (Linux)
     base = _kib("VmRSS")
     started = time.perf_counter()
     dm.setup("fit")
@@ -214,6 +217,8 @@ def chunked_benchmark(sizes: list[float], root: Path) -> None:
     for millions in sizes:
         data = generate(root, millions)
         cache = root / f"cache-chunked-{millions:g}M"
+        if not any(cache.glob("train-*")):  # built in a process of its own
+            _child("setup", "build-no-deltas", str(data), str(cache), str(len(os.sched_getaffinity(0))))
         for chunked in (True, False):
             r = _child("chunked", str(data), str(cache), "1" if chunked else "0")
             mode = "chunked (2 windows of 1 M frames)" if chunked else "mapped cache"

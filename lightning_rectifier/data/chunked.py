@@ -147,16 +147,7 @@ class ChunkedFrameLoader(ResumableLoader):
 
     def _read(self, window: list[tuple[int, int]]) -> FrameStore:
         """A window's chunks as one in-memory store (plain reads: memory is this window's, not the page cache's)."""
-        stores = [self.cache.read_store(first, end) for first, end in window]
-        labels = [s.labels for s in stores]
-        store = FrameStore(
-            torch.cat([s.padded for s in stores]),
-            torch.cat([x for x in labels if x is not None]),
-            torch.cat([torch.zeros(1, dtype=torch.int64), torch.cat([s.offsets.diff() for s in stores]).cumsum(0)]),
-            [key for s in stores for key in s.keys],
-            self.cache.meta["left_context"],
-            self.cache.meta["right_context"],
-        )
+        store = self.cache.read_ranges(window)
         return store if self.device is None else store.to(self.device)
 
     def epoch_batches(self, epoch: int, skip: int) -> Iterator[FrameBatch]:

@@ -306,45 +306,59 @@ class FrameCache:
 
     def read_store(self, first: int, end: int) -> FrameStore:
         """Utterances ``first..end-1`` read into memory (plain reads, not mapped: memory stays with the caller)."""
+        return self.read_ranges([(first, end)])
+
+    def read_ranges(self, ranges: Sequence[tuple[int, int]]) -> FrameStore:
+        """Several utterance ranges ``[first, end)`` read into one in-memory store, in the order given.
+
+        Each range is read straight into its place in arrays allocated once, so memory is the store's size.
+        """
         import torch
 
         from lightning_rectifier.data.frame_store import FrameStore
 
-        if not 0 <= first < end <= self.num_utterances:
-            raise ValueError(f"utterance range {first}..{end} outside 0..{self.num_utterances}")
-        meta, dim = self.meta, int(self.meta["dim"])
+        for first, end in ranges:
+            if not 0 <= first < end <= self.num_utterances:
+                raise ValueError(f"utterance range {first}..{end} outside 0..{self.num_utterances}")
+        meta, dim, pad, offsets = self.meta, int(self.meta["dim"]), self.pad, self.offsets
         dtype = np.dtype(_NUMPY_DTYPES[meta["dtype"]])
-        row_first = int(self.offsets[first]) + first * self.pad
-        row_end = int(self.offsets[end]) + end * self.pad
-        padded = _read(self.path / "features.bin", dtype, row_first * dim, (row_end - row_first) * dim)
-        frame_first, frame_end = int(self.offsets[first]), int(self.offsets[end])
-        labels = None
-        if self.labelled:
-            labels = torch.from_numpy(
-                _read(self.path / "labels.bin", np.dtype(np.int32), frame_first, frame_end - frame_first)
+        frames = sum(int(offsets[end] - offsets[first]) for first, end in ranges)
+        utterances = sum(end - first for first, end in ranges)
+        padded = np.empty(((frames + utterances * pad) * dim,), dtype=dtype)
+        labels = np.empty(frames, dtype=np.int32) if self.labelled else None
+        lengths, keys, row, frame = [], [], 0, 0
+        for first, end in ranges:
+            row_first, row_end = int(offsets[first]) + first * pad, int(offsets[end]) + end * pad
+            _read_into(
+                self.path / "features.bin", padded[row * dim : (row + row_end - row_first) * dim], row_first * dim
             )
+            count = int(offsets[end] - offsets[first])
+            if labels is not None:
+                _read_into(self.path / "labels.bin", labels[frame : frame + count], int(offsets[first]))
+            row, frame = row + row_end - row_first, frame + count
+            lengths.append(np.diff(offsets[first : end + 1]))
+            keys += self.keys[first:end]
+        local = np.concatenate([[0], np.cumsum(np.concatenate(lengths))]).astype(np.int64)
         return FrameStore(
             self._as_tensor(padded.reshape(-1, dim)),
-            labels,
-            torch.from_numpy(self.offsets[first : end + 1] - frame_first),
-            self.keys[first:end],
+            None if labels is None else torch.from_numpy(labels),
+            torch.from_numpy(local),
+            keys,
             meta["left_context"],
             meta["right_context"],
         )
 
 
-def _read(path: Path, dtype: np.dtype, first: int, count: int) -> np.ndarray:
-    """``count`` items of ``dtype`` from item ``first`` of a file, into a fresh array."""
-    array = np.empty(count, dtype=dtype)
+def _read_into(path: Path, array: np.ndarray, first: int) -> None:
+    """Fills ``array`` with its size of items from item ``first`` of a file."""
     with open(path, "rb", buffering=0) as file:
-        file.seek(first * dtype.itemsize)
+        file.seek(first * array.itemsize)
         view, done = memoryview(array.data).cast("B"), 0
         while done < view.nbytes:
             read = file.readinto(view[done:])
             if not read:
-                raise FrameCacheError(f"{path}: ends early (item {first + done // dtype.itemsize}); delete the cache")
+                raise FrameCacheError(f"{path}: ends early (item {first + done // array.itemsize}); delete the cache")
             done += read
-    return array
 
 
 # ------------------------------------------------------------------------------------------ writing
