@@ -151,7 +151,7 @@ def measure(kind: str, data_dir: Path, max_batches: int, store_dtype: str, loade
             right_context=CONTEXT,
             cmvn="none",
             store_dtype=store_dtype,  # type: ignore[arg-type]
-            loader_threads="auto" if loader_threads == "auto" else None,
+            loader_threads=1 if loader_threads == "one" else None,
         )
         dm.setup("fit")
         loader = dm.train_dataloader()  # type: ignore[assignment]
@@ -190,7 +190,7 @@ def measure(kind: str, data_dir: Path, max_batches: int, store_dtype: str, loade
 
 
 def run_child(
-    kind: str, data_dir: Path, max_batches: int, store_dtype: str, threads: int, loader_threads: str = "auto"
+    kind: str, data_dir: Path, max_batches: int, store_dtype: str, threads: int, loader_threads: str = "inherit"
 ) -> dict[str, float]:
     """Runs :func:`measure` in a fresh interpreter and returns its figures."""
     command = [sys.executable, __file__, "--child", kind, "--data-dir", str(data_dir)]
@@ -256,9 +256,9 @@ def main() -> None:
     parser.add_argument("--load", type=int, default=0, help="busy processes running beside the measurements")
     parser.add_argument(
         "--loader-threads",
-        default="auto",
-        choices=["auto", "inherit", "both"],
-        help="the package loader's gather threads: one ('auto', the default), torch's setting, or both in turn",
+        default="inherit",
+        choices=["one", "inherit", "both"],
+        help="the package loader's gather threads: torch's setting (the default), one, or both in turn",
     )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--child", choices=["package", "naive"], help=argparse.SUPPRESS)
@@ -291,8 +291,8 @@ def main() -> None:
         print(f"load average before: {load_average()}")
         print(f"batch {BATCH_SIZE}, context +-{CONTEXT}, each pipeline in a fresh process")
 
-        gathers = ["auto", "inherit"] if args.loader_threads == "both" else [args.loader_threads]
-        kinds = [("naive", "float32", "auto")] + [("package", "float32", g) for g in gathers]
+        gathers = ["one", "inherit"] if args.loader_threads == "both" else [args.loader_threads]
+        kinds = [("naive", "float32", "inherit")] + [("package", "float32", g) for g in gathers]
         kinds += [("package", "float16", g) for g in gathers] if args.float16 else []
         busy = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(args.load)]
         if busy:
@@ -314,12 +314,12 @@ def main() -> None:
     def name(kind: str, dtype: str, gather: str) -> str:
         if kind == "naive":
             return "naive: kaldi_native_io + numpy splice + per-frame Dataset/DataLoader"
-        threads = "1 gather thread" if gather == "auto" else "gather with torch's threads"
+        threads = "1 gather thread" if gather == "one" else "gather with torch's threads"
         return f"package: AlignedFramesDataModule ({dtype} store, {threads})"
 
     rows = [(name(*key), best[key]) for key in kinds]
-    print(table(rows, best["naive", "float32", "auto"]))
-    naive, package = best["naive", "float32", "auto"], best["package", "float32", gathers[0]]
+    print(table(rows, best["naive", "float32", "inherit"]))
+    naive, package = best["naive", "float32", "inherit"], best["package", "float32", gathers[0]]
     print(
         f"\nframes timed per pipeline: {int(package['frames']):,} (package), {int(naive['frames']):,} (naive);"
         f" 'held in memory' is the package's FrameStore.nbytes (features + int32 labels) and the baseline's spliced"

@@ -20,7 +20,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import torch
@@ -89,7 +89,7 @@ class ChunkedFrameLoader(ResumableLoader):
         world_size: int = 1,
         drop_last: bool = False,
         device: torch.device | str | None = None,
-        gather_threads: int | Literal["auto"] | None = "auto",
+        gather_threads: int | None = None,
     ) -> None:
         super().__init__()
         if batch_size < 1 or window_chunks < 1:
@@ -106,7 +106,7 @@ class ChunkedFrameLoader(ResumableLoader):
         )
         self.seed, self.rank, self.world_size, self.drop_last = seed, rank, world_size, drop_last
         self.device = None if device is None else torch.device(device)
-        self.gather_threads = 1 if gather_threads == "auto" else gather_threads
+        self.gather_threads = gather_threads
         chunks = chunk_bounds(cache.offsets, chunk_frames)
         if len(chunks) < world_size:
             raise ValueError(

@@ -155,9 +155,11 @@ class AlignedFramesDataModule(L.LightningDataModule):
             down 3x on a busy 2-core machine: ``benchmarks/setup_threads.py``), torch's setting otherwise (without
             deltas two threads load 1.2-1.5x faster); a number: that many; ``None``: torch's setting.
         loader_threads: torch's intra-op threads while the training loader gathers a batch in host memory
-            (restored after each batch, so the model's own operations keep torch's setting). ``"auto"``: one (a
-            gather is many small row copies, which a second thread slows down when the cores are shared:
-            ``benchmarks/data_pipeline.py --load``); ``None``: torch's setting. A store on a GPU gathers there.
+            (restored after each batch, so the model's own operations keep torch's setting). ``"auto"``: one when
+            several processes train (DDP: they share the node's cores), torch's setting otherwise. A gather is many
+            small row copies: on the 2-core test machine a second thread gathers 1.7x faster when the cores are
+            free and 2.5x slower beside one busy process (``benchmarks/data_pipeline.py --load``); set 1 on a
+            shared machine. A store on a GPU gathers there, whatever this says.
         cache_dir: Folder of frame caches (:mod:`~lightning_rectifier.data.frame_cache`): each set is prepared once
             into a file keyed by its inputs and these settings, and later runs (and every DDP process of a node)
             map that file instead of loading the archives. Built by ``prepare_data`` (Lightning runs it on one
@@ -540,6 +542,12 @@ class AlignedFramesDataModule(L.LightningDataModule):
             raise RuntimeError(f"no {split} data: call setup() first, or configure the {split} set")
         return self.stores[split]
 
+    def _gather_threads(self, world_size: int) -> int | None:
+        threads = self._h.loader_threads
+        if threads == "auto":
+            return 1 if world_size > 1 else None
+        return threads
+
     def train_dataloader(self) -> FrameLoader | ChunkedFrameLoader:
         """Shuffled spliced frames, a fresh permutation per epoch (chunk by chunk with ``chunk_frames``)."""
         h = self._h
@@ -558,12 +566,12 @@ class AlignedFramesDataModule(L.LightningDataModule):
                 rank=rank,
                 world_size=world,
                 device=device if h.store_device == "auto" and device is not None and device.type != "cpu" else None,
-                gather_threads=h.loader_threads,
+                gather_threads=self._gather_threads(world),
             )
         store = self._store("train")
         rank, world = self._placement(store)
         return FrameLoader(
-            store, h.batch_size, h.loader_threads, shuffle=True, seed=h.seed, rank=rank, world_size=world
+            store, h.batch_size, self._gather_threads(world), shuffle=True, seed=h.seed, rank=rank, world_size=world
         )
 
     def val_dataloader(self) -> FrameLoader | list[Any]:

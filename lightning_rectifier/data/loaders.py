@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator
-from typing import Any, Literal, TypedDict
+from typing import Any, TypedDict
 
 import torch
 from torch import Tensor
@@ -182,9 +182,7 @@ class FrameLoader(ResumableLoader):
         store: The frames.
         batch_size: Frames per batch (per process).
         gather_threads: torch's intra-op threads while a batch is gathered from a store in host memory (restored
-            after each batch). ``"auto"``: one (a gather is many small row copies, which a second thread slows down
-            when the cores are shared: ``benchmarks/data_pipeline.py``); ``None``: torch's setting. A store on a GPU
-            is gathered there, whatever this says.
+            after each batch); ``None``: torch's setting. A store on a GPU is gathered there, whatever this says.
         **order: :class:`FrameOrder`, as for :class:`FrameShuffler`.
 
     Example:
@@ -201,13 +199,13 @@ class FrameLoader(ResumableLoader):
         self,
         store: FrameStore,
         batch_size: int,
-        gather_threads: int | Literal["auto"] | None = "auto",
+        gather_threads: int | None = None,
         **order: Unpack[FrameOrder],
     ) -> None:
         super().__init__()
         self.store = store
         self.shuffler = FrameShuffler(store.num_frames, batch_size, **order)
-        self.gather_threads = 1 if gather_threads == "auto" else gather_threads
+        self.gather_threads = gather_threads
 
     def __len__(self) -> int:
         return len(self.shuffler)

@@ -390,3 +390,29 @@ def test_setup_loads_with_its_own_thread_count_and_restores_torch(ami_data_dir: 
         assert seen == [1, 2, 2, 2]
     finally:
         torch.set_num_threads(before)
+
+
+def test_the_loader_gathers_with_its_own_thread_count_and_restores_torch(ami_data_dir: Path, monkeypatch) -> None:
+    from lightning_rectifier.data.frame_store import FrameStore
+    from lightning_rectifier.data.loaders import FrameLoader
+
+    _write_alignments(ami_data_dir, synthetic_labels(ami_data_dir, 5))
+    dm = AlignedFramesDataModule(train_dir=str(ami_data_dir), valid_fraction=0, batch_size=512)
+    dm.setup("fit")
+    seen: list[int] = []
+    original = FrameStore.gather
+
+    def recording(self, index):
+        seen.append(torch.get_num_threads())
+        return original(self, index)
+
+    monkeypatch.setattr(FrameStore, "gather", recording)
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        for _ in FrameLoader(dm.stores["train"], 512, gather_threads=1):
+            assert torch.get_num_threads() == 2  # the model's operations keep torch's setting
+        assert seen and set(seen) == {1}
+        assert dm._gather_threads(2) == 1 and dm._gather_threads(1) is None  # "auto": one thread under DDP
+    finally:
+        torch.set_num_threads(before)
