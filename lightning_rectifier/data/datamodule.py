@@ -235,6 +235,7 @@ class AlignedFramesDataModule(L.LightningDataModule):
         self.stores: dict[str, FrameStore] = {}
         self.reports: dict[str, LoadReport] = {}
         self.caches: dict[str, FrameCache] = {}
+        self._found_caches: dict[str, FrameCache | None] = {}  # looked up before setup, for the sizes
 
     @property
     def _h(self) -> Any:
@@ -470,7 +471,8 @@ class AlignedFramesDataModule(L.LightningDataModule):
             "alignments": alignments,
             "transition_model": None if h.transition_model is None else file_fingerprints([h.transition_model]),
             "num_pdfs": file_fingerprints(place / "num_pdfs" for place in self._num_pdfs_places()),
-            "num_senones": self._given_num_senones,
+            # the other sets are checked against the training set's senone count, wherever it came from
+            "num_senones": self._given_num_senones if split == "train" or not labelled else self.num_senones,
             "pipeline": dataclasses.asdict(self.pipeline),
             "cmvn_stats": None if cmvn_stats is None else file_fingerprints([cmvn_stats]),
             "global_stats": global_stats,
@@ -507,9 +509,14 @@ class AlignedFramesDataModule(L.LightningDataModule):
             return None
         if split in self.caches:
             return self.caches[split]
-        h = self._h
-        part = "train-part" if h.valid_dir is None and h.valid_fraction > 0 else "all"
-        return self._cache(split, h.train_dir, part, True, build=False)
+        if split not in self._found_caches:
+            h = self._h
+            part = "train-part" if h.valid_dir is None and h.valid_fraction > 0 else "all"
+            try:
+                self._found_caches[split] = self._cache(split, h.train_dir, part, True, build=False)
+            except KaldiDataError:  # no alignments to key it by (prediction only, say): the headers will do
+                self._found_caches[split] = None
+        return self._found_caches[split]
 
     def prepare_data(self) -> None:
         """With ``cache_dir``: builds the caches of the training, validation and test sets that are missing.

@@ -12,7 +12,8 @@ Opening a cache maps the files read-only (copy-on-write); the pages live once in
 processes of a node map them (on a shared filesystem, once per node). :meth:`FrameCache.read_store` reads a range of
 utterances into memory instead, for the chunked larger-than-RAM mode (:mod:`lightning_rectifier.data.chunked`).
 
-Building (:func:`write_frame_cache`) fills the features file in worker processes (one per core by default), each
+Building (:func:`write_frame_cache`) fills the features file in worker processes (one per core by default, started
+with ``spawn``: a script that builds through the Python API needs an ``if __name__ == "__main__":`` guard), each
 preparing a run of utterances and writing them at their rows; a folder is renamed into place only when complete, so
 an interrupted build leaves no cache, and two builders racing for one key both end with the same complete cache.
 """
@@ -38,7 +39,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 
 from lightning_rectifier.data.archive import MatrixEntry, parse_rspecifier, resolve_path
-from lightning_rectifier.data.errors import KaldiDataError, where
+from lightning_rectifier.data.errors import KaldiDataError, is_pipe, where
 from lightning_rectifier.data.kaldi_io import expand_paths
 from lightning_rectifier.data.pipeline import FeaturePipeline, UtteranceTransform, prepare_utterance
 from lightning_rectifier.data.runtime import progress_bar
@@ -90,6 +91,8 @@ def table_files(spec: str | os.PathLike[str]) -> list[Path]:
         ['feats_ascii.scp', 'feats_ascii.ark']
     """
     kind, name = parse_rspecifier(spec)
+    if is_pipe(name):
+        raise FrameCacheError(f"{spec}: a shell command; a frame cache cannot key its output (run it to a file)")
     files: list[Path] = []
     for path in expand_paths(name):
         files.append(path)
@@ -101,6 +104,11 @@ def table_files(spec: str | os.PathLike[str]) -> list[Path]:
                     if len(parts) < 2:
                         continue
                     value = parts[1].strip()
+                    if is_pipe(value):
+                        raise FrameCacheError(
+                            f"{where(path, parts[0])}: a shell command; a frame cache cannot key its output"
+                            " (run it to an archive, or train without cache_dir)"
+                        )
                     match = _RX.match(value)
                     target = match.group("path") if match else value
                     if target not in seen:
@@ -175,11 +183,24 @@ class FrameCache:
             raise FrameCacheError(f"{path}: not a frame cache (no meta.json)") from None
         except (OSError, json.JSONDecodeError) as error:
             raise FrameCacheError(f"{meta_path}: unreadable ({error}); delete the folder to rebuild it") from None
-        if meta.get("format") != CACHE_FORMAT or meta.get("version") != CACHE_VERSION:
+        if not isinstance(meta, dict) or meta.get("format") != CACHE_FORMAT or meta.get("version") != CACHE_VERSION:
+            meta = meta if isinstance(meta, dict) else {}
             raise FrameCacheError(
                 f"{meta_path}: a frame cache of format {meta.get('format')!r} version {meta.get('version')!r},"
                 f" expected version {CACHE_VERSION}; delete the folder to rebuild it"
             )
+        missing = {
+            "files",
+            "utterances",
+            "frames",
+            "rows",
+            "dim",
+            "dtype",
+            "left_context",
+            "right_context",
+        } - meta.keys()
+        if missing:
+            raise FrameCacheError(f"{meta_path}: lacks {', '.join(sorted(missing))}; delete the folder to rebuild it")
         for name, info in meta["files"].items():
             file = path / name
             size = file.stat().st_size if file.is_file() else None
@@ -203,7 +224,7 @@ class FrameCache:
         Raises:
             FrameCacheError: Naming the file and the block whose checksum differs.
         """
-        rng = np.random.default_rng()
+        rng = np.random.default_rng(zlib.crc32(self.path.name.encode()))  # the same blocks on every DDP process
         for name, info in self.meta["files"].items():
             blocks = len(info["crc32"])
             chosen = range(blocks) if full else sorted({0, blocks - 1, int(rng.integers(blocks))} - {-1})
@@ -388,7 +409,12 @@ def _write_unit(unit: _Unit) -> tuple[int, list[tuple[int, str]]]:
                 failures.append((index, matrix))
                 continue
             block = _padded_block(matrix, unit.pipeline.left_context, unit.pipeline.right_context, unit.dtype)
-            os.pwrite(descriptor, block.data, row * block.shape[1] * block.itemsize)
+            data, offset = memoryview(block.data).cast("B"), row * block.shape[1] * block.itemsize
+            while data.nbytes:  # pwrite may write less than asked
+                written = os.pwrite(descriptor, data, offset)
+                if written <= 0:
+                    raise FrameCacheError(f"{unit.features}: cannot write at byte {offset} (disk full?)")
+                data, offset = data[written:], offset + written
             frames += length
     finally:
         os.close(descriptor)
@@ -486,6 +512,8 @@ def write_frame_cache(
     pad, dim = left + right, plan.stored_dim
     itemsize = np.dtype(_NUMPY_DTYPES[dtype]).itemsize
     target.parent.mkdir(parents=True, exist_ok=True)
+    for unfinished in target.parent.glob(f".{target.name}.partial-*"):
+        log.warning("%s: an unfinished build (interrupted, or running elsewhere); delete it if none runs", unfinished)
     staging = target.parent / f".{target.name}.partial-{os.getpid()}-{time.time_ns()}"
     staging.mkdir()
     try:
@@ -509,10 +537,15 @@ def write_frame_cache(
                         failures += failed
                         advance_by(frames)
                 else:
-                    for future in as_completed([pool.submit(_write_unit, unit) for unit in units]):
-                        frames, failed = future.result()
-                        failures += failed
-                        advance_by(frames)
+                    futures = [pool.submit(_write_unit, unit) for unit in units]
+                    try:
+                        for future in as_completed(futures):
+                            frames, failed = future.result()
+                            failures += failed
+                            advance_by(frames)
+                    except BaseException:
+                        pool.shutdown(cancel_futures=True)  # do not prepare the rest before reporting
+                        raise
             kept = _survivors(plan, failures, features, rows, dim * itemsize, pad)
             meta = _write_arrays(plan, kept, staging, dtype, dim, num_senones)
             meta["files"] = {

@@ -149,3 +149,23 @@ def test_changed_inputs_or_settings_select_another_cache(ami_data_dir: Path, tmp
     assert len(list((tmp_path / "cache").iterdir())) == 6
     key = changed.stores["train"].keys[0]
     np.testing.assert_array_equal(changed.stores["train"].labels[: labels[key].size].numpy(), labels[key])
+
+
+def test_shell_command_entries_cannot_key_a_cache(tmp_path: Path) -> None:
+    from lightning_rectifier.data.frame_cache import table_files
+
+    scp = tmp_path / "feats.scp"
+    scp.write_text("utt1 copy-feats ark:x.ark ark:- |\n")
+    with pytest.raises(FrameCacheError, match=r"feats.scp.*utt1.*shell command"):
+        table_files(scp)
+    with pytest.raises(FrameCacheError, match="shell command"):
+        table_files("ark:gunzip -c ali.*.gz |")
+
+
+def test_a_meta_json_without_its_fields_is_refused_naming_it(tmp_path: Path) -> None:
+    (tmp_path / "meta.json").write_text(json.dumps({"format": "lightning-rectifier frame cache", "version": 1}))
+    with pytest.raises(FrameCacheError, match=r"meta.json: lacks dim, dtype, files"):
+        FrameCache.open(tmp_path)
+    (tmp_path / "meta.json").write_text("[1, 2]")
+    with pytest.raises(FrameCacheError, match="version None, expected version 1"):
+        FrameCache.open(tmp_path)
