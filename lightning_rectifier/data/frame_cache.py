@@ -40,6 +40,7 @@ import numpy as np
 
 from lightning_rectifier.data.archive import MatrixEntry, parse_rspecifier, resolve_path
 from lightning_rectifier.data.errors import KaldiDataError, is_pipe, where
+from lightning_rectifier.data.input_moments import SplicedMoments, moment_stride
 from lightning_rectifier.data.kaldi_io import expand_paths
 from lightning_rectifier.data.pipeline import FeaturePipeline, UtteranceTransform, prepare_utterance
 from lightning_rectifier.data.runtime import progress_bar
@@ -395,12 +396,19 @@ class _Unit:
     stats_key: str
     items: list[tuple[int, MatrixEntry, int, int, UtteranceTransform]]
     """(index in the plan, entry, frames kept, first row, CMVN transform)."""
+    moment_stride: int = 0
+    """Add every utterance whose index is a multiple of this to the input moments (0: none)."""
 
 
-def _write_unit(unit: _Unit) -> tuple[int, list[tuple[int, str]]]:
-    """Prepares and writes a unit's utterances; returns (frames written, [(index, why not finite)])."""
+def _write_unit(unit: _Unit) -> tuple[int, list[tuple[int, str]], SplicedMoments | None]:
+    """Prepares and writes a unit's utterances; returns (frames written, [(index, why not finite)], moments).
+
+    The moments are those of the blocks as stored (in the cache's dtype), as the in-memory store computes them.
+    """
     failures: list[tuple[int, str]] = []
     frames = 0
+    left, right = unit.pipeline.left_context, unit.pipeline.right_context
+    moments: SplicedMoments | None = None
     descriptor = os.open(unit.features, os.O_WRONLY)
     try:
         for index, entry, length, row, transform in sorted(unit.items, key=lambda i: (str(i[1].path), i[1].offset)):
@@ -408,7 +416,10 @@ def _write_unit(unit: _Unit) -> tuple[int, list[tuple[int, str]]]:
             if isinstance(matrix, str):
                 failures.append((index, matrix))
                 continue
-            block = _padded_block(matrix, unit.pipeline.left_context, unit.pipeline.right_context, unit.dtype)
+            block = _padded_block(matrix, left, right, unit.dtype)
+            if unit.moment_stride and index % unit.moment_stride == 0:
+                moments = moments or SplicedMoments(block.shape[1], left, right)
+                moments.add_block(bfloat16_values(block) if unit.dtype == "bfloat16" else block)
             data, offset = memoryview(block.data).cast("B"), row * block.shape[1] * block.itemsize
             while data.nbytes:  # pwrite may write less than asked
                 written = os.pwrite(descriptor, data, offset)
@@ -418,7 +429,7 @@ def _write_unit(unit: _Unit) -> tuple[int, list[tuple[int, str]]]:
             frames += length
     finally:
         os.close(descriptor)
-    return frames, failures
+    return frames, failures, moments
 
 
 def _padded_block(matrix: np.ndarray, left: int, right: int, dtype: StoreDtype) -> np.ndarray:
@@ -446,6 +457,16 @@ def bfloat16_bits(matrix: np.ndarray) -> np.ndarray:
     bits = np.ascontiguousarray(matrix, dtype=np.float32).view(np.uint32)
     rounded = (bits + (np.uint32(0x7FFF) + ((bits >> np.uint32(16)) & np.uint32(1)))) >> np.uint32(16)
     return rounded.astype(np.uint16).view(np.int16)
+
+
+def bfloat16_values(bits: np.ndarray) -> np.ndarray:
+    """bfloat16 bits (int16) -> their float32 values (exact).
+
+    Example:
+        >>> bfloat16_values(bfloat16_bits(np.float32([1.0, -2.5, 3.14159])))
+        array([ 1.   , -2.5  ,  3.140625], dtype=float32)
+    """
+    return (np.asarray(bits).view(np.uint16).astype(np.uint32) << np.uint32(16)).view(np.float32)
 
 
 def _crc_blocks(path: str, first: int, count: int) -> list[int]:
@@ -526,21 +547,23 @@ def write_frame_cache(
             file.truncate(row * dim * itemsize)
         workers = workers or default_workers()
         workers = max(1, min(workers, plan.num_frames // _MIN_FRAMES_PER_WORKER))
-        units = _units(plan, rows, str(features), dtype, pipeline, normaliser.stats_key, workers)
+        stride = moment_stride(plan.num_frames, moments_frames) if moments_frames else 0
+        units = _units(plan, rows, str(features), dtype, pipeline, normaliser.stats_key, workers, stride)
         failures: list[tuple[int, str]] = []
+        parts: list[SplicedMoments | None] = [None] * len(units)
         pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) if workers > 1 else None
         try:
             with progress_bar(progress, plan.num_frames, f"caching {plan.report.source}") as advance_by:
                 if pool is None:
-                    for unit in units:
-                        frames, failed = _write_unit(unit)
+                    for number, unit in enumerate(units):
+                        frames, failed, parts[number] = _write_unit(unit)
                         failures += failed
                         advance_by(frames)
                 else:
-                    futures = [pool.submit(_write_unit, unit) for unit in units]
+                    futures = {pool.submit(_write_unit, unit): number for number, unit in enumerate(units)}
                     try:
                         for future in as_completed(futures):
-                            frames, failed = future.result()
+                            frames, failed, parts[futures[future]] = future.result()
                             failures += failed
                             advance_by(frames)
                     except BaseException:
@@ -561,8 +584,7 @@ def write_frame_cache(
         meta["workers"] = workers
         (staging / "meta.json").write_text(json.dumps(meta))
         if moments_frames:
-            cache = FrameCache.open(staging, verify="none")
-            mean, std = cache.store().input_moments(moments_frames)
+            mean, std = _moments(parts, failures, staging, moments_frames)
             meta["moments"] = {"max_frames": moments_frames, "mean": mean.tolist(), "std": std.tolist()}
             (staging / "meta.json").write_text(json.dumps(meta))
         try:
@@ -594,6 +616,7 @@ def _units(
     pipeline: FeaturePipeline,
     stats_key: str,
     workers: int,
+    stride: int,
 ) -> list[_Unit]:
     """Consecutive runs of the plan's utterances, about 8 per worker (so that the pool stays balanced)."""
     per_unit = max(1, plan.num_frames // (workers * 8)) if workers > 1 else plan.num_frames
@@ -605,11 +628,33 @@ def _units(
         items.append((index, entry, length, rows[index], transform))
         frames += length
         if frames >= per_unit:
-            units.append(_Unit(features, dtype, pipeline, stats_key, items))
+            units.append(_Unit(features, dtype, pipeline, stats_key, items, stride))
             items, frames = [], 0
     if items:
-        units.append(_Unit(features, dtype, pipeline, stats_key, items))
+        units.append(_Unit(features, dtype, pipeline, stats_key, items, stride))
     return units
+
+
+def _moments(
+    parts: list[SplicedMoments | None], failures: list[tuple[int, str]], staging: Path, max_frames: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """The input moments: the workers' sums merged in unit order.
+
+    When utterances were skipped (which changes which are every k-th) they are computed again from the finished
+    files, as the in-memory store would.
+    """
+    if failures or not any(part is not None for part in parts):
+        mean, std = FrameCache.open(staging, verify="none").store().input_moments(max_frames)
+        return mean.numpy(), std.numpy()
+    total: SplicedMoments | None = None
+    for part in parts:
+        if part is not None:
+            if total is None:
+                total = part
+            else:
+                total.merge(part)
+    assert total is not None
+    return total.result()
 
 
 def _survivors(

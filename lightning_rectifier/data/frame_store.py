@@ -16,6 +16,8 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
+from lightning_rectifier.data.input_moments import SplicedMoments, moment_stride
+
 
 class FrameBatch(NamedTuple):
     """A training batch: spliced inputs and their senone labels."""
@@ -215,9 +217,7 @@ class FrameStore:
         """
         pad, dim = self.left_context + self.right_context, self.feat_dim
         offsets, lengths = self.offsets.cpu(), self.offsets.diff().cpu()
-        chosen = torch.arange(self.num_utterances)
-        if self.num_frames > max_frames:
-            chosen = chosen[:: -(-self.num_frames // max_frames)]
+        chosen = torch.arange(self.num_utterances)[:: moment_stride(self.num_frames, max_frames)]
         starts, lens = offsets[chosen] + chosen * pad, lengths[chosen]
         rows = torch.arange(self.padded.shape[0]) if len(chosen) == self.num_utterances else _ranges(starts, lens + pad)
         totals, squares = torch.zeros(dim, dtype=torch.float64), torch.zeros(dim, dtype=torch.float64)
@@ -230,17 +230,11 @@ class FrameStore:
         shape = (len(chosen), pad, dim)
         heads = self.padded[(starts[:, None] + edges).reshape(-1).to(self.device)].double().cpu().view(shape)
         tails = self.padded[((starts + lens)[:, None] + edges).reshape(-1).to(self.device)].double().cpu().view(shape)
-        zero = torch.zeros(1, dim, dtype=torch.float64)
-
-        def blocks(total: Tensor, head: Tensor, tail: Tensor) -> Tensor:
-            before = torch.cat([zero, head.cumsum(0)])  # rows before block j: the first j of each utterance
-            after = torch.cat([tail.flip(0).cumsum(0).flip(0), zero])  # rows after it: the last pad - j
-            return (total - before - after).reshape(-1)
-
-        count = float(lens.sum())
-        mean = blocks(totals, heads.sum(0), tails.sum(0)) / count
-        mean_square = blocks(squares, (heads * heads).sum(0), (tails * tails).sum(0)) / count
-        return mean, (mean_square - mean * mean).clamp(min=0).sqrt()
+        moments = SplicedMoments(dim, self.left_context, self.right_context)
+        sums = (totals, squares, heads.sum(0), tails.sum(0), (heads * heads).sum(0), (tails * tails).sum(0))
+        moments.add_sums(int(lens.sum()), *(t.numpy() for t in sums))
+        mean, std = moments.result()
+        return torch.from_numpy(mean), torch.from_numpy(std)
 
     def frame_features(self, index: Tensor | None = None) -> Tensor:
         """Stored (unspliced) features of the given frames, or of all frames in order, as a new tensor."""

@@ -95,6 +95,29 @@ def test_non_finite_utterances_are_skipped_and_compacted_or_refused(ami_data_dir
     assert bad not in store.keys and store.keys == reference.keys
     assert torch.equal(store.padded, reference.padded) and torch.equal(store.labels, reference.labels)
     assert "NaN/Inf 1" in cache.report().summary()
+    third = reference.num_frames // 3  # every 3rd utterance of the survivors, not of the plan
+    cache = write_frame_cache(plan, tmp_path / "c", workers=1, moments_frames=third)
+    torch.testing.assert_close(cache.moments(third), reference.input_moments(third))
+
+
+def test_worker_processes_write_the_same_cache_and_moments(ami_data_dir: Path, tmp_path: Path, monkeypatch) -> None:
+    import lightning_rectifier.data.frame_cache as frame_cache
+
+    monkeypatch.setattr(frame_cache, "_MIN_FRAMES_PER_WORKER", 1)  # a pool even for a corpus this small
+    labels = _labelled(ami_data_dir)
+    data = KaldiDataDir.load(ami_data_dir)
+    pipeline = FeaturePipeline("speaker", True, 2, 2, 4, 3)
+    reference, _ = load_frame_store(data, labels, pipeline=pipeline, dtype="bfloat16")
+    third = reference.num_frames // 3
+    plan = plan_frame_store(data, labels, pipeline=pipeline)
+    cache = write_frame_cache(plan, tmp_path / "c", dtype="bfloat16", workers=2, moments_frames=third)
+    assert cache.meta["workers"] == 2
+    store = FrameCache.open(cache.path, verify="full").store()
+    assert store.keys == reference.keys and torch.equal(store.padded, reference.padded)
+    assert torch.equal(store.labels, reference.labels)
+    torch.testing.assert_close(cache.moments(third), reference.input_moments(third))
+    every = reference.input_moments()  # and the stride matters: the moments over all utterances differ
+    assert not torch.allclose(every[0], cache.moments(third)[0])
 
 
 def _module(data_dir: Path, cache: Path, **settings) -> AlignedFramesDataModule:

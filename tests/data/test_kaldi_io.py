@@ -131,6 +131,17 @@ def test_truncated_archive_is_an_error_not_a_short_read(fixtures: Path, tmp_path
         list(read_features(compressed))
 
 
+@pytest.mark.parametrize("archive", ["feats.ark", "feats_compressed.ark"])
+def test_an_archive_cut_inside_a_header_names_the_utterance(fixtures: Path, tmp_path: Path, archive: str) -> None:
+    data = (fixtures / "ami_mfcc" / archive).read_bytes()
+    first = data.index(b" ") + 1  # the first matrix: "\0B", its token, then its sizes or compressed header
+    for cut in range(first + 1, first + 28):
+        truncated = tmp_path / f"cut{cut}.ark"
+        truncated.write_bytes(data[:cut])
+        with pytest.raises(KaldiFormatError, match=r"cut\d+.ark, utterance 'AMI_\w+'.*(truncated|ends inside)"):
+            list(read_features(truncated))
+
+
 def test_a_file_that_is_not_an_archive(tmp_path: Path) -> None:
     bogus = tmp_path / "bogus.ark"
     bogus.write_bytes(b"utt1 \0BXYZ garbage")
