@@ -12,9 +12,9 @@ Opening a cache maps the files read-only (copy-on-write); the pages live once in
 processes of a node map them (on a shared filesystem, once per node). :meth:`FrameCache.read_store` reads a range of
 utterances into memory instead, for the chunked larger-than-RAM mode (:mod:`lightning_rectifier.data.chunked`).
 
-Building (:func:`write_frame_cache`) fills the features file in worker processes (one per core by default, started
-with ``spawn``: a script that builds through the Python API needs an ``if __name__ == "__main__":`` guard), each
-preparing a run of utterances and writing them at their rows; a folder is renamed into place only when complete, so
+Building (:func:`write_frame_cache`) fills the features file in worker processes (one per core by default; see
+:mod:`lightning_rectifier.data.workers`: they never import the caller's script, which needs no ``__main__`` guard),
+each preparing a run of utterances and writing them at their rows; a folder is renamed into place only when complete, so
 an interrupted build leaves no cache, and two builders racing for one key both end with the same complete cache.
 """
 
@@ -24,14 +24,12 @@ import hashlib
 import json
 import logging
 import math
-import multiprocessing
 import os
 import re
 import shutil
 import time
 import zlib
 from collections.abc import Iterable, Sequence
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -44,6 +42,7 @@ from lightning_rectifier.data.input_moments import SplicedMoments, moment_stride
 from lightning_rectifier.data.kaldi_io import expand_paths
 from lightning_rectifier.data.pipeline import FeaturePipeline, UtteranceTransform, prepare_utterance
 from lightning_rectifier.data.runtime import progress_bar
+from lightning_rectifier.data.workers import WorkerCrashed, WorkerPool
 
 if TYPE_CHECKING:  # torch is imported where a store is made: the worker processes that build a cache never need it
     import torch
@@ -479,14 +478,19 @@ def _crc_blocks(path: str, first: int, count: int) -> list[int]:
     return crcs
 
 
-def _checksums(path: Path, pool: ProcessPoolExecutor | None) -> dict[str, Any]:
+def _crc_range(task: tuple[str, int, int]) -> list[int]:
+    return _crc_blocks(*task)
+
+
+def _checksums(path: Path, pool: WorkerPool | None) -> dict[str, Any]:
     size = path.stat().st_size
     blocks = max(1, -(-size // BLOCK_BYTES))
     if pool is None or blocks < 4:
         return {"bytes": size, "crc32": _crc_blocks(str(path), 0, blocks)}
     per = -(-blocks // 16)
-    futures = [pool.submit(_crc_blocks, str(path), b, min(per, blocks - b)) for b in range(0, blocks, per)]
-    return {"bytes": size, "crc32": [crc for future in futures for crc in future.result()]}
+    tasks = [(str(path), b, min(per, blocks - b)) for b in range(0, blocks, per)]
+    parts = dict(pool.imap_unordered(_crc_range, tasks))
+    return {"bytes": size, "crc32": [crc for i in range(len(tasks)) for crc in parts[i]]}
 
 
 def default_workers() -> int:
@@ -551,24 +555,22 @@ def write_frame_cache(
         units = _units(plan, rows, str(features), dtype, pipeline, normaliser.stats_key, workers, stride)
         failures: list[tuple[int, str]] = []
         parts: list[SplicedMoments | None] = [None] * len(units)
-        pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) if workers > 1 else None
+        pool = WorkerPool(workers) if workers > 1 else None
         try:
             with progress_bar(progress, plan.num_frames, f"caching {plan.report.source}") as advance_by:
-                if pool is None:
-                    for number, unit in enumerate(units):
-                        frames, failed, parts[number] = _write_unit(unit)
+                done = enumerate(map(_write_unit, units)) if pool is None else pool.imap_unordered(_write_unit, units)
+                try:
+                    for number, (frames, failed, moments) in done:
+                        parts[number] = moments
                         failures += failed
                         advance_by(frames)
-                else:
-                    futures = {pool.submit(_write_unit, unit): number for number, unit in enumerate(units)}
-                    try:
-                        for future in as_completed(futures):
-                            frames, failed, parts[futures[future]] = future.result()
-                            failures += failed
-                            advance_by(frames)
-                    except BaseException:
-                        pool.shutdown(cancel_futures=True)  # do not prepare the rest before reporting
-                        raise
+                except WorkerCrashed as crash:
+                    unit = units[crash.index]
+                    first, last = unit.items[0][1], unit.items[-1][1]
+                    raise FrameCacheError(
+                        f"{target}: {crash} (utterances {first.key!r} .. {last.key!r} of {first.source});"
+                        " rerun with cache_workers=1 to see the error in this process"
+                    ) from None
             kept = _survivors(plan, failures, features, rows, dim * itemsize, pad)
             meta = _write_arrays(plan, kept, staging, dtype, dim, num_senones)
             meta["files"] = {
@@ -578,7 +580,7 @@ def write_frame_cache(
             }
         finally:
             if pool is not None:
-                pool.shutdown()
+                pool.close()
         meta["description"] = description or {}
         meta["build_seconds"] = round(time.perf_counter() - started, 3)
         meta["workers"] = workers
