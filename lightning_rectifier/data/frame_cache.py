@@ -72,7 +72,7 @@ _NUMPY_DTYPES: dict[str, type[np.generic]] = {
     "bfloat16": np.int16,
 }  # bfloat16 travels as raw bits
 _RX = re.compile(r"^(?P<path>.*?):(?P<offset>\d+)(?P<range>\[.*\])?$")
-_MIN_FRAMES_PER_WORKER = 200_000  # below this a worker process costs more (torch's import) than it saves
+_MIN_FRAMES_PER_WORKER = 200_000  # below this a worker costs more (a fresh interpreter and numpy) than it saves
 Verify = Literal["sample", "full", "none"]
 
 
