@@ -160,12 +160,6 @@ class _Reader:
     def close(self) -> None:
         self.file.close()
 
-    def read_exact(self, count: int, what: str, source: str) -> bytes:
-        data = self.file.read(count)
-        if len(data) != count:
-            raise self._ends_inside(what, count, self.file.tell() - len(data), source)
-        return data
-
     def _ends_inside(self, what: str, count: int, at: int, source: str) -> KaldiFormatError:
         return KaldiFormatError(
             f"{source}: the file ends inside {what} (wanted {count} bytes at byte {at}, file size {self.size}):"

@@ -468,8 +468,9 @@ def bfloat16_values(bits: np.ndarray) -> np.ndarray:
     return (np.asarray(bits).view(np.uint16).astype(np.uint32) << np.uint32(16)).view(np.float32)
 
 
-def _crc_blocks(path: str, first: int, count: int) -> list[int]:
-    """CRC-32 of ``count`` blocks of a file from block ``first``."""
+def _crc_blocks(task: tuple[str, int, int]) -> list[int]:
+    """CRC-32 of ``count`` blocks of a file from block ``first``: ``task`` is ``(path, first, count)``."""
+    path, first, count = task
     crcs = []
     with open(path, "rb") as file:
         file.seek(first * BLOCK_BYTES)
@@ -478,18 +479,14 @@ def _crc_blocks(path: str, first: int, count: int) -> list[int]:
     return crcs
 
 
-def _crc_range(task: tuple[str, int, int]) -> list[int]:
-    return _crc_blocks(*task)
-
-
 def _checksums(path: Path, pool: WorkerPool | None) -> dict[str, Any]:
     size = path.stat().st_size
     blocks = max(1, -(-size // BLOCK_BYTES))
     if pool is None or blocks < 4:
-        return {"bytes": size, "crc32": _crc_blocks(str(path), 0, blocks)}
+        return {"bytes": size, "crc32": _crc_blocks((str(path), 0, blocks))}
     per = -(-blocks // 16)
     tasks = [(str(path), b, min(per, blocks - b)) for b in range(0, blocks, per)]
-    parts = dict(pool.imap_unordered(_crc_range, tasks))
+    parts = dict(pool.imap_unordered(_crc_blocks, tasks))
     return {"bytes": size, "crc32": [crc for i in range(len(tasks)) for crc in parts[i]]}
 
 
@@ -645,18 +642,13 @@ def _moments(
     When utterances were skipped (which changes which are every k-th) they are computed again from the finished
     files, as the in-memory store would.
     """
-    if failures or not any(part is not None for part in parts):
+    present = [part for part in parts if part is not None]
+    if failures or not present:
         mean, std = FrameCache.open(staging, verify="none").store().input_moments(max_frames)
         return mean.numpy(), std.numpy()
-    total: SplicedMoments | None = None
-    for part in parts:
-        if part is not None:
-            if total is None:
-                total = part
-            else:
-                total.merge(part)
-    assert total is not None
-    return total.result()
+    for part in present[1:]:
+        present[0].merge(part)
+    return present[0].result()
 
 
 def _survivors(
