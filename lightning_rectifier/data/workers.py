@@ -10,7 +10,9 @@ parallelism), fed tasks over a pipe.
 Example:
     >>> with WorkerPool(2) as pool:
     ...     sorted(pool.imap_unordered(math.factorial, [3, 4, 5]))
+    ...     list(pool.imap(abs, iter([-2, -1, 0]), window=2))
     [(0, 6), (1, 24), (2, 120)]
+    [(0, 2), (1, 1), (2, 0)]
 """
 
 from __future__ import annotations
@@ -25,7 +27,6 @@ import struct
 import subprocess
 import sys
 import traceback
-from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
@@ -105,14 +106,31 @@ class WorkerPool:
 
     Args:
         workers: How many processes.
+        initializer: Called once in each worker, with ``initargs``, before its first task (e.g. to load a decoding
+            graph into a module-level variable that the tasks' function reads). An exception it raises is raised
+            here, from the constructor.
+        initargs: Its arguments (pickled once per worker).
 
-    Use as a context manager (the workers are stopped on leaving it, killed if it is left by an exception).
+    Use as a context manager (the workers are stopped on leaving it, killed if it is left by an exception). Items are
+    taken from the input only as workers are free, so a lazy iterator is read as the work goes.
     """
 
-    def __init__(self, workers: int) -> None:
+    def __init__(
+        self, workers: int, initializer: Callable[..., Any] | None = None, initargs: tuple[Any, ...] = ()
+    ) -> None:
         if workers < 1:
             raise ValueError(f"expected at least one worker, got {workers}")
         self._workers = [_Worker() for _ in range(workers)]
+        if initializer is not None:
+            try:  # every worker starts its initializer before any is waited for: they run side by side
+                tasks = [(_initialize, (initializer, initargs))] * workers
+                for worker, task in zip(self._workers, tasks, strict=True):
+                    _send(worker.task_write, pickle.dumps(task, protocol=pickle.HIGHEST_PROTOCOL))
+                for worker in self._workers:
+                    _answer(worker, initializer, "its initializer")
+            except BaseException:
+                self.close(kill=True)
+                raise
 
     def __enter__(self) -> WorkerPool:
         return self
@@ -130,42 +148,91 @@ class WorkerPool:
         """Runs ``function(item)`` for every item in the workers; yields ``(index of the item, result)`` as each ends.
 
         Raises:
-            Exception: The first exception a call raised, re-raised here (queued items are not started).
+            Exception: The first exception a call raised (or reading ``items`` raised), re-raised here; items not
+                yet started are not started.
             WorkerCrashed: A worker ended without answering.
         """
+        return self._run(function, items, window=0)
+
+    def imap(self, function: Callable[[Any], Any], items: Iterable[Any], window: int = 0) -> Iterator[tuple[int, Any]]:
+        """As :meth:`imap_unordered`, but yields in input order.
+
+        Args:
+            function: A module-level function of an importable module.
+            items: Its arguments, read as the work goes.
+            window: At most this many items are taken from ``items`` and not yet yielded (running, or done and
+                waiting for an earlier one); 0 means twice the number of workers. Bounds the memory held when one
+                item is slow.
+        """
+        return self._run(function, items, window=window or 2 * len(self._workers), ordered=True)
+
+    def _run(
+        self, function: Callable[[Any], Any], items: Iterable[Any], window: int, ordered: bool = False
+    ) -> Iterator[tuple[int, Any]]:
         if not self._workers:
             raise RuntimeError("the pool is closed")
-        queue = deque(enumerate(items))
+        if ordered and window < 1:
+            raise ValueError(f"expected a window of at least one item, got {window}")
+        source = enumerate(items)
         selector = selectors.DefaultSelector()
+        finished: dict[int, Any] = {}  # ordered: results waiting for an earlier item
+        taken = yielded = 0
         try:
             idle = list(self._workers)
-            while queue or len(idle) < len(self._workers):
-                while queue and idle:
+            exhausted = False
+            while True:
+                while idle and not exhausted and (not ordered or taken - yielded < window):
+                    try:
+                        index, item = next(source)
+                    except StopIteration:
+                        exhausted = True
+                        break
+                    taken += 1
                     worker = idle.pop()
-                    worker.index, item = queue.popleft()
+                    worker.index = index
                     _send(worker.task_write, pickle.dumps((function, item), protocol=pickle.HIGHEST_PROTOCOL))
                     selector.register(worker.result_read, selectors.EVENT_READ, worker)
+                if len(idle) == len(self._workers):  # nothing running: all taken items are done
+                    break
                 for key, _ in selector.select():
                     worker = key.data
                     selector.unregister(worker.result_read)
-                    message = _receive(worker.result_read)
-                    if message is None:
-                        code = worker.process.wait()
-                        raise WorkerCrashed(
-                            f"a worker process (pid {worker.process.pid}) ended with exit code {code} while running"
-                            f" {getattr(function, '__qualname__', function)!s} on item {worker.index}",
-                            worker.index,
-                        )
-                    status, value = pickle.loads(message)
-                    if status == "error":
-                        raise value
+                    value = _answer(worker, function, f"item {worker.index}")
                     idle.append(worker)
-                    yield worker.index, value
+                    if not ordered:
+                        yielded += 1
+                        yield worker.index, value
+                        continue
+                    finished[worker.index] = value
+                    while yielded in finished:
+                        yield yielded, finished.pop(yielded)
+                        yielded += 1
         except BaseException:
             self.close(kill=True)  # the others' work is abandoned, not waited for
             raise
         finally:
             selector.close()
+
+
+def _answer(worker: _Worker, function: Callable[..., Any], running: str) -> Any:
+    """A worker's answer to its task: the result, or its exception raised here."""
+    message = _receive(worker.result_read)
+    if message is None:
+        code = worker.process.wait()
+        raise WorkerCrashed(
+            f"a worker process (pid {worker.process.pid}) ended with exit code {code} while running"
+            f" {getattr(function, '__qualname__', function)!s} on {running}",
+            worker.index,
+        )
+    status, value = pickle.loads(message)
+    if status == "error":
+        raise value
+    return value
+
+
+def _initialize(task: tuple[Callable[..., Any], tuple[Any, ...]]) -> None:
+    initializer, initargs = task
+    initializer(*initargs)
 
 
 def _serve(task_fd: int, result_fd: int) -> None:

@@ -9,12 +9,10 @@ graph, in input order.
 
 from __future__ import annotations
 
-import collections
 import logging
 import math
 import time
 from collections.abc import Iterable, Iterator, Mapping
-from concurrent.futures import Future
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -22,7 +20,7 @@ import numpy as np
 import numpy.typing as npt
 
 from lightning_rectifier.decode import dependencies
-from lightning_rectifier.decode.graph import DecodingGraph, graph_worker_pool
+from lightning_rectifier.decode.graph import DecodingGraph, decode_in_workers
 
 log = logging.getLogger(__name__)
 
@@ -244,12 +242,13 @@ class Decoder:
 
         Each worker reads its own copy of the graph (written once to a temporary file) and builds its own decoder;
         at most ``4 * num_workers`` chunks are in flight, so a lazy iterator of matrices is read as it goes. Workers
-        are started with ``spawn``: a script that calls this must guard its entry point with
-        ``if __name__ == "__main__":``. Starting them takes about a second, so workers pay off on large sets only.
+        are fresh interpreters (``python -m``, see :class:`~lightning_rectifier.data.workers.WorkerPool`) that never
+        import the caller's script, so no ``if __name__ == "__main__":`` guard is needed. Starting them and loading
+        the graph takes about a second, so workers pay off on large sets only.
 
         Args:
             utterances: ``{key: matrix}`` or ``(key, matrix)`` pairs, e.g. ``read_features("scp:loglikes.scp")``.
-            num_workers: Worker processes (``spawn`` start method); 0 decodes here.
+            num_workers: Worker processes; 0 decodes here.
             chunk_size: Utterances sent to a worker at a time.
 
         Returns:
@@ -258,6 +257,7 @@ class Decoder:
 
         Raises:
             ValueError: For a repeated utterance id or a matrix that does not fit the graph (see :meth:`check`).
+            RuntimeError: A worker process died; the message names the utterances it was decoding.
         """
         if num_workers < 0 or chunk_size < 1:
             raise ValueError(f"expected num_workers >= 0 and chunk_size >= 1, got {num_workers} and {chunk_size}")
@@ -285,20 +285,16 @@ class Decoder:
     def _decode_in_workers(
         self, items: Iterable[tuple[str, npt.ArrayLike]], num_workers: int, chunk_size: int
     ) -> Iterator[tuple[str, Hypothesis]]:
-        with graph_worker_pool(self.graph, num_workers, _init_worker, self.options) as pool:
-            pending: collections.deque[Future[list[tuple[str, Hypothesis]]]] = collections.deque()
-            chunk: list[tuple[str, np.ndarray]] = []
-            for key, matrix in items:
-                chunk.append((key, np.asarray(matrix)))
-                if len(chunk) == chunk_size:
-                    pending.append(pool.submit(_decode_chunk, chunk))
-                    chunk = []
-                    while len(pending) >= 4 * num_workers:
-                        yield from pending.popleft().result()
-            if chunk:
-                pending.append(pool.submit(_decode_chunk, chunk))
-            while pending:
-                yield from pending.popleft().result()
+        matrices = ((key, np.asarray(matrix)) for key, matrix in items)
+        yield from decode_in_workers(
+            self.graph,
+            matrices,
+            num_workers=num_workers,
+            chunk_size=chunk_size,
+            initializer=_init_worker,
+            options=self.options,
+            decode_chunk=_decode_chunk,
+        )
 
 
 def _unique(items: Iterable[tuple[str, npt.ArrayLike]]) -> Iterator[tuple[str, npt.ArrayLike]]:

@@ -10,15 +10,14 @@ index a word table (``words[0] == "<eps>"``, Kaldi's ``words.txt``). Graphs for 
 from __future__ import annotations
 
 import math
-import multiprocessing
 import os
 import tempfile
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from concurrent.futures import ProcessPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, NamedTuple
 
+from lightning_rectifier.data.workers import WorkerCrashed, WorkerPool
 from lightning_rectifier.decode import dependencies
 
 EPSILON = "<eps>"
@@ -394,21 +393,71 @@ def read_fst(path: PathLike) -> Any:
 @contextmanager
 def graph_worker_pool(
     graph: DecodingGraph, num_workers: int, initializer: Callable[..., None], options: Any
-) -> Iterator[ProcessPoolExecutor]:
-    """``num_workers`` processes (``spawn``: safe with torch's threads) that each read their own copy of ``graph``.
+) -> Iterator[WorkerPool]:
+    """``num_workers`` processes that each read their own copy of ``graph``.
 
     The graph is written once to a temporary file; each worker runs ``initializer(copy, options)`` with the copy read
-    back by :meth:`DecodingGraph.from_stats` (kaldi-decoder's decoders cannot be shared between processes).
+    back by :meth:`DecodingGraph.from_stats` (kaldi-decoder's decoders cannot be shared between processes). The
+    workers are :class:`~lightning_rectifier.data.workers.WorkerPool`'s fresh interpreters: they never import the
+    caller's script, so a script without an ``if __name__ == "__main__":`` guard decodes in workers too.
     """
     with tempfile.TemporaryDirectory(prefix="lightning-rectifier-graph-") as tmp:
         path = os.path.join(tmp, "graph.fst")
         graph.write(path)
         spec = (path, graph.words, graph.num_senones, graph.stats, graph.source)
-        context = multiprocessing.get_context("spawn")
-        with ProcessPoolExecutor(
-            num_workers, mp_context=context, initializer=_start_worker, initargs=(spec, initializer, options)
-        ) as pool:
+        with WorkerPool(num_workers, _start_worker, (spec, initializer, options)) as pool:
             yield pool
+
+
+def decode_in_workers(
+    graph: DecodingGraph,
+    items: Iterable[tuple[str, Any]],
+    *,
+    num_workers: int,
+    chunk_size: int,
+    initializer: Callable[..., None],
+    options: Any,
+    decode_chunk: Callable[[list[tuple[str, Any]]], list[tuple[str, Any]]],
+) -> Iterator[tuple[str, Any]]:
+    """``(key, result)`` for every ``(key, matrix)`` pair, in input order, decoded ``chunk_size`` at a time in workers.
+
+    Each worker runs ``initializer(graph copy, options)`` once (see :func:`graph_worker_pool`) and then
+    ``decode_chunk`` on each chunk. At most ``4 * num_workers`` chunks are taken from ``items`` and not yet yielded,
+    so a lazy iterator of matrices is read as the work goes.
+
+    Raises:
+        RuntimeError: A worker died (a crash in kaldi-decoder's native code, or killed for memory): the message names
+            the utterances it was decoding.
+    """
+    pending: dict[int, list[str]] = {}  # chunk index -> its keys, until its results are yielded
+
+    def chunks() -> Iterator[list[tuple[str, Any]]]:
+        chunk: list[tuple[str, Any]] = []
+        for pair in items:
+            chunk.append(pair)
+            if len(chunk) == chunk_size:
+                yield chunk
+                chunk = []
+        if chunk:
+            yield chunk
+
+    def recorded() -> Iterator[list[tuple[str, Any]]]:
+        for index, chunk in enumerate(chunks()):
+            pending[index] = [key for key, _ in chunk]
+            yield chunk
+
+    with graph_worker_pool(graph, num_workers, initializer, options) as pool:
+        try:
+            for index, decoded in pool.imap(decode_chunk, recorded(), window=4 * num_workers):
+                del pending[index]
+                yield from decoded
+        except WorkerCrashed as crash:
+            keys = pending.get(crash.index, [])
+            raise RuntimeError(
+                f"{crash}; it was decoding utterance(s) {', '.join(keys)} of graph {graph.source}: a crash in"
+                " kaldi-decoder's native code, or the process was killed (out of memory?); nothing after them was"
+                " decoded"
+            ) from None
 
 
 def _start_worker(spec: tuple[Any, ...], initializer: Callable[..., None], options: Any) -> None:

@@ -32,7 +32,7 @@ import numpy.typing as npt
 
 from lightning_rectifier.data.errors import KaldiFormatError
 from lightning_rectifier.decode import dependencies
-from lightning_rectifier.decode.graph import DecodingGraph, graph_worker_pool
+from lightning_rectifier.decode.graph import DecodingGraph, decode_in_workers
 
 __all__ = ["Lattice", "LatticeDecoder", "LatticeOptions", "read_lattices", "write_lattices"]
 
@@ -238,7 +238,7 @@ class LatticeDecoder:
         chunk_size: int = 4,
         advance: Callable[[], None] | None = None,
     ) -> dict[str, Lattice | None]:
-        """Lattices of many utterances, in input order, here or in ``num_workers`` processes (``spawn``).
+        """Lattices of many utterances, in input order, here or in ``num_workers`` worker processes.
 
         Each worker reads its own copy of the graph (written once to a temporary file); a lattice comes back as
         arrays. ``advance`` is called once per utterance (a progress bar).
@@ -252,13 +252,17 @@ class LatticeDecoder:
                 out[key] = self.decode(matrix, key)
                 tick()
             return out
-        items = list(utterances.items())
-        chunks = [items[i : i + chunk_size] for i in range(0, len(items), chunk_size)]
-        with graph_worker_pool(self.graph, num_workers, _init_worker, self.options) as pool:
-            for decoded in pool.map(_decode_chunk, chunks):
-                for key, lattice in decoded:
-                    out[key] = lattice
-                    tick()
+        for key, lattice in decode_in_workers(
+            self.graph,
+            utterances.items(),
+            num_workers=num_workers,
+            chunk_size=chunk_size,
+            initializer=_init_worker,
+            options=self.options,
+            decode_chunk=_decode_chunk,
+        ):
+            out[key] = lattice
+            tick()
         return out
 
 

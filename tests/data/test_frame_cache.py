@@ -19,6 +19,7 @@ from lightning_rectifier.data.frame_store import FrameStore
 from lightning_rectifier.data.kaldi_io import write_alignments, write_features
 from lightning_rectifier.data.pipeline import FeaturePipeline
 from tests.conftest import synthetic_labels
+from tests.crashing import segfault
 
 
 def _labelled(data_dir: Path, senones: int = 23, seed: int = 0) -> dict[str, np.ndarray]:
@@ -121,6 +122,18 @@ def test_worker_processes_write_the_same_cache_and_moments(ami_data_dir: Path, t
     torch.testing.assert_close(cache.moments(third), reference.input_moments(third))
     every = reference.input_moments()  # and the stride matters: the moments over all utterances differ
     assert not torch.allclose(every[0], cache.moments(third)[0])
+
+
+def test_a_worker_that_crashes_is_reported_with_its_utterances(ami_data_dir: Path, tmp_path: Path, monkeypatch):
+    import lightning_rectifier.data.frame_cache as frame_cache
+
+    monkeypatch.setattr(frame_cache, "_MIN_FRAMES_PER_WORKER", 1)
+    monkeypatch.setattr(frame_cache, "_write_unit", segfault)  # a real SIGSEGV in the worker
+    plan = plan_frame_store(KaldiDataDir.load(ami_data_dir), _labelled(ami_data_dir), pipeline=FeaturePipeline())
+    with pytest.raises(FrameCacheError, match=r"exit code -11 .*\(utterances '.+' \.\. '.+' of .*feats") as error:
+        write_frame_cache(plan, tmp_path / "c", workers=2)
+    assert "cache_workers=1" in str(error.value)
+    assert not (tmp_path / "c").exists()
 
 
 def _module(data_dir: Path, cache: Path, **settings) -> AlignedFramesDataModule:

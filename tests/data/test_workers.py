@@ -33,6 +33,43 @@ def test_a_worker_that_dies_is_named_with_its_item() -> None:
         list(pool.imap_unordered(os._exit, [7]))
 
 
+def test_imap_keeps_input_order_and_takes_items_only_as_the_window_allows() -> None:
+    taken: list[int] = []
+
+    def items():
+        for value in range(-30, 0):
+            taken.append(value)
+            yield value
+
+    with WorkerPool(2) as pool:
+        seen = []
+        for index, value in pool.imap(abs, items(), window=3):
+            assert len(taken) <= index + 3  # never more than the window ahead of what was yielded
+            seen.append((index, value))
+        assert seen == [(i, 30 - i) for i in range(30)] and len(taken) == 30
+        with pytest.raises(ValueError, match="window of at least one"):
+            list(pool.imap(abs, [1], window=-1))
+
+
+def test_the_initializer_runs_once_in_every_worker_before_the_tasks(tmp_path: Path) -> None:
+    with WorkerPool(2, os.chdir, (str(tmp_path),)) as pool:
+        assert {cwd for _, cwd in pool.imap_unordered(os.path.abspath, ["."] * 6)} == {str(tmp_path)}
+    with pytest.raises(ValueError, match="math domain error"):
+        WorkerPool(2, math.sqrt, (-1.0,))
+
+
+def test_an_error_while_reading_the_items_stops_the_pool() -> None:
+    def items():
+        yield 1
+        raise KeyError("bad item")
+
+    pool = WorkerPool(2)
+    with pytest.raises(KeyError, match="bad item"):
+        list(pool.imap(abs, items()))
+    with pytest.raises(RuntimeError, match="closed"):
+        list(pool.imap(abs, [1]))
+
+
 def test_a_script_without_a_main_guard_builds_a_cache_with_workers(ami_data_dir: Path, tmp_path: Path) -> None:
     """With spawn, each worker re-ran such a script (which then crashed the pool: BrokenProcessPool)."""
     script = tmp_path / "unguarded.py"

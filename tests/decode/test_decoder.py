@@ -4,11 +4,16 @@ from __future__ import annotations
 
 import gc
 import logging
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from lightning_rectifier.decode import Decoder, DecoderOptions, DecodingGraph, build_graph, word_error_rate
+from tests.crashing import segfault
 from tests.decode.conftest import LEXICON, NUM_SENONES, SILENCE, likelihoods, state_sequence, synthesize
 
 SEQUENCES = [
@@ -186,6 +191,37 @@ def test_decode_many_errors_name_the_utterance(loop_graph: DecodingGraph) -> Non
         Decoder(loop_graph).decode_many([("a", items["utt001"]), ("a", items["utt002"])])
     with pytest.raises(ValueError, match="num_workers >= 0"):
         Decoder(loop_graph).decode_many(items, num_workers=-1)
+
+
+def test_a_worker_that_crashes_names_the_utterances_it_was_decoding(loop_graph: DecodingGraph, monkeypatch) -> None:
+    import lightning_rectifier.decode.decoder as decoder_module
+
+    monkeypatch.setattr(decoder_module, "_decode_chunk", segfault)  # as a crash in kaldi-decoder would
+    with pytest.raises(RuntimeError, match=r"exit code -11 .* utterance\(s\) utt003, utt002 of graph"):
+        Decoder(loop_graph).decode_many(_utterances(3), num_workers=1, chunk_size=2)
+
+
+def test_a_script_without_a_main_guard_decodes_in_workers(tmp_path) -> None:
+    """With spawn, every worker re-ran such a script: it printed once per process, then the pool broke."""
+    script = tmp_path / "unguarded.py"
+    script.write_text(
+        textwrap.dedent(f"""
+        import sys
+        sys.path.insert(0, {str(Path(__file__).resolve().parents[2])!r})
+        from lightning_rectifier.decode import Decoder, build_graph
+        from tests.decode.conftest import LEXICON, NUM_SENONES, SILENCE, synthesize
+
+        print("script body ran")
+        graph = build_graph(LEXICON, "loop", num_senones=NUM_SENONES, silence=SILENCE)
+        items = {{f"u{{i}}": synthesize(["two", "one"], seed=i)[0] for i in range(4)}}
+        result = Decoder(graph).decode_many(items, num_workers=2, chunk_size=1)
+        print([h.text for h in result.hypotheses.values()])
+        """)
+    )
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.count("script body ran") == 1
+    assert "['two one', 'two one', 'two one', 'two one']" in done.stdout
 
 
 def test_a_path_of_non_finite_cost_is_a_failure_not_words(loop_graph) -> None:
