@@ -9,6 +9,8 @@ The corpora are ``setup_scaling.py``'s (40-dim Kaldi-compressed features, 300-fr
 
 ``setup``: ``AlignedFramesDataModule.setup("fit")`` with CMVN (``cmvn.scp``) and deltas (order 2) from the archives
 (one torch thread), the cache build (``prepare_data``) with 1 and with all workers, and ``setup`` from the cache.
+Each run starts after an ``os.sync()`` (the cache build writes gigabytes into the page cache; dirty pages left by
+an earlier run would throttle it) and reports its CPU time (user + system, workers included) beside the wall time.
 
 ``memory``: Lightning fit, ``strategy="ddp"``, 2 CPU processes (gloo), one epoch of a 1 x 16 network over every
 frame (so that every page of the store is read), once with ``cache_dir`` (both processes map one cache) and once
@@ -24,6 +26,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import shutil
 import subprocess
 import sys
@@ -67,7 +70,7 @@ def setup_child(mode: str, data: Path, cache: Path, workers: int) -> dict[str, f
     import lightning_rectifier.data.datamodule  # noqa: F401  (imports are not setup time)
 
     torch.set_num_threads(1)
-    started = time.perf_counter()
+    started, cpu_started = time.perf_counter(), _cpu_seconds()
     if mode == "archives":
         dm = _datamodule(data, delta_order=2)
         dm.setup("fit")
@@ -84,14 +87,20 @@ def setup_child(mode: str, data: Path, cache: Path, workers: int) -> dict[str, f
         _ = dm.priors, dm.input_moments()  # what fit asks for next: both come from the cache's metadata
         frames = dm.stores["train"].num_frames
     seconds = time.perf_counter() - started
-    return {"frames": frames, "seconds": seconds}
+    return {"frames": frames, "seconds": seconds, "cpu_seconds": _cpu_seconds() - cpu_started}
+
+
+def _cpu_seconds() -> float:
+    """User + system time of this process and of its ended children (the cache builder's workers)."""
+    mine, theirs = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return mine.ru_utime + mine.ru_stime + theirs.ru_utime + theirs.ru_stime
 
 
 def setup_benchmark(sizes: list[float], root: Path) -> None:
     cores = len(os.sched_getaffinity(0))
     print(f"{cores} cores; CMVN from cmvn.scp, deltas (order 2), context +-{CONTEXT}; load {os.getloadavg()[0]:.2f}")
-    print("| frames | what | workers | seconds | frames/s | frames/s per core |")
-    print("|---:|---|---:|---:|---:|---:|")
+    print("| frames | what | workers | seconds | frames/s | frames/s per core | CPU s | frames per CPU-second |")
+    print("|---:|---|---:|---:|---:|---:|---:|---:|")
     for millions in sizes:
         data = generate(root, millions)
         cache = root / f"cache-{millions:g}M"
@@ -99,12 +108,17 @@ def setup_benchmark(sizes: list[float], root: Path) -> None:
         for mode, workers in runs:
             if mode == "build":
                 shutil.rmtree(cache, ignore_errors=True)
+            os.sync()  # no dirty pages of an earlier run left to throttle this one's writes
             r = _child("setup", mode, str(data), str(cache), str(workers))
             rate = r["frames"] / r["seconds"]
             used = workers if mode == "build" else 1
             what = {"archives": "setup from the archives (no cache)", "build": "cache build (prepare_data)",
                     "open": "setup from the cache (+ priors, input moments)"}[mode]  # fmt: skip
-            print(f"| {r['frames']:,} | {what} | {used} | {r['seconds']:.2f} | {rate:,.0f} | {rate / used:,.0f} |")
+            cpu = r["cpu_seconds"]
+            print(
+                f"| {r['frames']:,} | {what} | {used} | {r['seconds']:.2f} | {rate:,.0f} | {rate / used:,.0f}"
+                f" | {cpu:.2f} | {r['frames'] / cpu:,.0f} |"
+            )
     print(f"load average after: {os.getloadavg()[0]:.2f}")
 
 
