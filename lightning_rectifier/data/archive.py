@@ -326,6 +326,7 @@ def index_scp(path: str | os.PathLike[str], *, allow_pipes: bool = False) -> lis
     path = Path(path)
     entries: list[MatrixEntry] = []
     readers: dict[Path, _Reader] = {}
+    files: dict[str, Path] = {}  # each archive's name resolved once, not once per entry
     try:
         for number, key, value in read_scp_lines(path, allow_pipes=allow_pipes):
             source = where(path, key, number)
@@ -339,7 +340,8 @@ def index_scp(path: str | os.PathLike[str], *, allow_pipes: bool = False) -> lis
                 name, offset = match["file"], int(match["offset"])
                 if match["range"] is not None:
                     row_range, col_range = _parse_range(match["range"], source)
-            file = resolve_path(name, path)
+            if (file := files.get(name)) is None:
+                file = files[name] = resolve_path(name, path)
             if file not in readers:
                 if not file.exists():
                     raise KaldiDataError(
