@@ -421,7 +421,13 @@ def _write_unit(unit: _Unit) -> tuple[int, list[tuple[int, str]], SplicedMoments
                 moments.add_block(bfloat16_values(block) if unit.dtype == "bfloat16" else block)
             data, offset = memoryview(block.data).cast("B"), row * block.shape[1] * block.itemsize
             while data.nbytes:  # pwrite may write less than asked
-                written = os.pwrite(descriptor, data, offset)
+                try:
+                    written = os.pwrite(descriptor, data, offset)
+                except OSError as error:  # ENOSPC, EIO, a quota
+                    raise FrameCacheError(
+                        f"{unit.features}: cannot write {where(entry.source, entry.key)} at byte {offset}:"
+                        f" {error.strerror or error}"
+                    ) from None
                 if written <= 0:
                     raise FrameCacheError(f"{unit.features}: cannot write at byte {offset} (disk full?)")
                 data, offset = data[written:], offset + written
@@ -429,6 +435,17 @@ def _write_unit(unit: _Unit) -> tuple[int, list[tuple[int, str]], SplicedMoments
     finally:
         os.close(descriptor)
     return frames, failures, moments
+
+
+def _check_free_space(folder: Path, needed: int, dtype: StoreDtype, source: str) -> None:
+    """Refuses a build that cannot fit (the features file is sparse until written: a full disk would show late)."""
+    free = shutil.disk_usage(folder).free
+    if needed > free:
+        smaller = " use dtype float16 or bfloat16 (half the bytes)," if dtype == "float32" else ""
+        raise FrameCacheError(
+            f"{folder.parent}: the frame cache of {source} needs {needed / 2**30:.2f} GiB but only"
+            f" {free / 2**30:.2f} GiB are free there: free some space,{smaller} or choose another cache_dir"
+        )
 
 
 def _padded_block(matrix: np.ndarray, left: int, right: int, dtype: StoreDtype) -> np.ndarray:
@@ -544,6 +561,7 @@ def write_frame_cache(
             rows.append(row)
             row += length + pad
         features = staging / "features.bin"
+        _check_free_space(staging, row * dim * itemsize + row * 8 + len(plan.kept) * 64, dtype, plan.report.source)
         with open(features, "wb") as file:
             file.truncate(row * dim * itemsize)
         workers = workers or default_workers()

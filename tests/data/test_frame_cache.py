@@ -136,6 +136,36 @@ def test_a_worker_that_crashes_is_reported_with_its_utterances(ami_data_dir: Pat
     assert not (tmp_path / "c").exists()
 
 
+def test_a_build_that_cannot_fit_is_refused_before_any_work(ami_data_dir: Path, tmp_path: Path, monkeypatch):
+    import shutil
+
+    import lightning_rectifier.data.frame_cache as frame_cache
+
+    plan = plan_frame_store(KaldiDataDir.load(ami_data_dir), _labelled(ami_data_dir), pipeline=FeaturePipeline())
+    usage = shutil.disk_usage(tmp_path)
+    monkeypatch.setattr(frame_cache.shutil, "disk_usage", lambda _: usage._replace(free=1000))
+    monkeypatch.setattr(frame_cache, "_write_unit", lambda unit: pytest.fail("work started"))
+    with pytest.raises(FrameCacheError, match=r"needs 0\.\d+ GiB but only 0\.00 GiB are free.*use dtype float16"):
+        write_frame_cache(plan, tmp_path / "caches" / "c", workers=1)
+    assert list((tmp_path / "caches").iterdir()) == []  # nor a partial folder left behind
+
+
+def test_a_failed_write_names_the_cache_file_and_the_utterance(ami_data_dir: Path, tmp_path: Path, monkeypatch):
+    import errno
+
+    import lightning_rectifier.data.frame_cache as frame_cache
+
+    def full(*_args):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    plan = plan_frame_store(KaldiDataDir.load(ami_data_dir), _labelled(ami_data_dir), pipeline=FeaturePipeline())
+    monkeypatch.setattr(frame_cache.os, "pwrite", full)
+    first = min(plan.kept, key=lambda kept: (str(kept[0].path), kept[0].offset))[0].key
+    with pytest.raises(FrameCacheError, match=rf"features\.bin: cannot write .*{first}.*No space left on device"):
+        write_frame_cache(plan, tmp_path / "caches" / "c", workers=1)
+    assert list((tmp_path / "caches").iterdir()) == []
+
+
 def _module(data_dir: Path, cache: Path, **settings) -> AlignedFramesDataModule:
     return AlignedFramesDataModule(train_dir=str(data_dir), valid_fraction=0.3, cache_dir=str(cache), **settings)
 
