@@ -20,6 +20,7 @@ an interrupted build leaves no cache, and two builders racing for one key both e
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import logging
@@ -423,13 +424,13 @@ def _write_unit(unit: _Unit) -> tuple[int, list[tuple[int, str]], SplicedMoments
             while data.nbytes:  # pwrite may write less than asked
                 try:
                     written = os.pwrite(descriptor, data, offset)
+                    if written <= 0:
+                        raise OSError(errno.ENOSPC, "nothing written (disk full?)")
                 except OSError as error:  # ENOSPC, EIO, a quota
                     raise FrameCacheError(
                         f"{unit.features}: cannot write {where(entry.source, entry.key)} at byte {offset}:"
                         f" {error.strerror or error}"
                     ) from None
-                if written <= 0:
-                    raise FrameCacheError(f"{unit.features}: cannot write at byte {offset} (disk full?)")
                 data, offset = data[written:], offset + written
             frames += length
     finally:
@@ -561,7 +562,9 @@ def write_frame_cache(
             rows.append(row)
             row += length + pad
         features = staging / "features.bin"
-        _check_free_space(staging, row * dim * itemsize + row * 8 + len(plan.kept) * 64, dtype, plan.report.source)
+        # features, then labels and frame -> utterance (int32 each, at most one per row), then offsets and keys
+        needed = row * dim * itemsize + row * 8 + len(plan.kept) * 64
+        _check_free_space(staging, needed, dtype, plan.report.source)
         with open(features, "wb") as file:
             file.truncate(row * dim * itemsize)
         workers = workers or default_workers()

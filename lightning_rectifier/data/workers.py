@@ -109,7 +109,7 @@ class WorkerPool:
         initializer: Called once in each worker, with ``initargs``, before its first task (e.g. to load a decoding
             graph into a module-level variable that the tasks' function reads). An exception it raises is raised
             here, from the constructor.
-        initargs: Its arguments (pickled once per worker).
+        initargs: Its arguments (pickled once, sent to every worker).
 
     Use as a context manager (the workers are stopped on leaving it, killed if it is left by an exception). Items are
     taken from the input only as workers are free, so a lazy iterator is read as the work goes.
@@ -123,9 +123,9 @@ class WorkerPool:
         self._workers = [_Worker() for _ in range(workers)]
         if initializer is not None:
             try:  # every worker starts its initializer before any is waited for: they run side by side
-                tasks = [(_initialize, (initializer, initargs))] * workers
-                for worker, task in zip(self._workers, tasks, strict=True):
-                    _send(worker.task_write, pickle.dumps(task, protocol=pickle.HIGHEST_PROTOCOL))
+                task = pickle.dumps((_initialize, (initializer, initargs)), protocol=pickle.HIGHEST_PROTOCOL)
+                for worker in self._workers:
+                    _send(worker.task_write, task)
                 for worker in self._workers:
                     _answer(worker, initializer, "its initializer")
             except BaseException:

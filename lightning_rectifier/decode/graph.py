@@ -9,6 +9,7 @@ index a word table (``words[0] == "<eps>"``, Kaldi's ``words.txt``). Graphs for 
 
 from __future__ import annotations
 
+import itertools
 import math
 import os
 import tempfile
@@ -432,31 +433,23 @@ def decode_in_workers(
     pending: dict[int, list[str]] = {}  # chunk index -> its keys, until its results are yielded
 
     def chunks() -> Iterator[list[tuple[str, Any]]]:
-        chunk: list[tuple[str, Any]] = []
-        for pair in items:
-            chunk.append(pair)
-            if len(chunk) == chunk_size:
-                yield chunk
-                chunk = []
-        if chunk:
-            yield chunk
-
-    def recorded() -> Iterator[list[tuple[str, Any]]]:
-        for index, chunk in enumerate(chunks()):
+        pairs = iter(items)
+        for index in itertools.count():
+            if not (chunk := list(itertools.islice(pairs, chunk_size))):
+                return
             pending[index] = [key for key, _ in chunk]
             yield chunk
 
     with graph_worker_pool(graph, num_workers, initializer, options) as pool:
         try:
-            for index, decoded in pool.imap(decode_chunk, recorded(), window=4 * num_workers):
+            for index, decoded in pool.imap(decode_chunk, chunks(), window=4 * num_workers):
                 del pending[index]
                 yield from decoded
         except WorkerCrashed as crash:
             keys = pending.get(crash.index, [])
             raise RuntimeError(
                 f"{crash}; it was decoding utterance(s) {', '.join(keys)} of graph {graph.source}: a crash in"
-                " kaldi-decoder's native code, or the process was killed (out of memory?); nothing after them was"
-                " decoded"
+                " kaldi-decoder's native code, or the process was killed (out of memory?); decoding stopped there"
             ) from None
 
 

@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -49,6 +50,9 @@ def test_imap_keeps_input_order_and_takes_items_only_as_the_window_allows() -> N
         assert seen == [(i, 30 - i) for i in range(30)] and len(taken) == 30
         with pytest.raises(ValueError, match="window of at least one"):
             list(pool.imap(abs, [1], window=-1))
+        slow_first = [0.5, 0.0]  # the second ends first: held back until the first is yielded
+        assert [i for i, _ in pool.imap_unordered(time.sleep, slow_first)] == [1, 0]
+        assert [i for i, _ in pool.imap(time.sleep, slow_first)] == [0, 1]
 
 
 def test_the_initializer_runs_once_in_every_worker_before_the_tasks(tmp_path: Path) -> None:
