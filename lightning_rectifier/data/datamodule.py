@@ -8,6 +8,7 @@ headers (and alignments), so ``LightningCLI.link_arguments`` can size the model 
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import random
@@ -36,6 +37,7 @@ from lightning_rectifier.data.demo import resolve_data_dir
 from lightning_rectifier.data.errors import KaldiDataError
 from lightning_rectifier.data.frame_cache import (
     FrameCache,
+    cache_builders,
     cache_key,
     file_fingerprints,
     table_files,
@@ -492,16 +494,22 @@ class AlignedFramesDataModule(L.LightningDataModule):
         utterances = self._utterances(directory, part)
         if utterances is not None and not utterances:
             return None
-        plan = self._plan(split, directory, utterances, labelled)
-        return write_frame_cache(
-            plan,
-            path,
-            dtype=self._h.store_dtype,
-            description=description,
-            num_senones=self.num_senones if labelled else None,
-            workers=self._h.cache_workers,
-            progress=sys.stderr.isatty(),
-        )
+        features = self.data_dir(directory).features  # the header pass tells the frames, and so the workers
+        wanted = None if utterances is None else set(utterances)
+        frames = sum(entry.num_rows for entry in features if wanted is None or entry.key in wanted)
+        # started before the plan, so that they start up while it reads the alignments and CMVN statistics
+        with cache_builders(self._h.cache_workers, frames) or contextlib.nullcontext() as pool:
+            plan = self._plan(split, directory, utterances, labelled)
+            return write_frame_cache(
+                plan,
+                path,
+                dtype=self._h.store_dtype,
+                description=description,
+                num_senones=self.num_senones if labelled else None,
+                workers=1 if pool is None else None,
+                progress=sys.stderr.isatty(),
+                pool=pool,
+            )
 
     def _existing_cache(self, split: str) -> FrameCache | None:
         """The training cache, if caching is on and it is built (read before ``setup`` for the sizes)."""

@@ -18,6 +18,7 @@ Example:
 from __future__ import annotations
 
 import contextlib
+import importlib
 import math  # noqa: F401  (the doctest's function: any importable module-level function will do)
 import os
 import pickle
@@ -27,7 +28,7 @@ import struct
 import subprocess
 import sys
 import traceback
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -74,7 +75,7 @@ def _read_exactly(fd: int, count: int) -> bytes | None:
 
 
 class _Worker:
-    def __init__(self) -> None:
+    def __init__(self, preload: Sequence[str]) -> None:
         task_read, self.task_write = os.pipe()
         self.result_read, result_write = os.pipe()
         env = dict(os.environ)
@@ -83,7 +84,7 @@ class _Worker:
         for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
             env[name] = "1"
         self.process = subprocess.Popen(
-            [sys.executable, "-m", __name__, str(task_read), str(result_write)],
+            [sys.executable, "-m", __name__, str(task_read), str(result_write), *preload],
             pass_fds=(task_read, result_write),
             env=env,
             stdin=subprocess.DEVNULL,
@@ -110,17 +111,23 @@ class WorkerPool:
             graph into a module-level variable that the tasks' function reads). An exception it raises is raised
             here, from the constructor.
         initargs: Its arguments (pickled once, sent to every worker).
+        preload: Modules each worker imports as it starts, before its first task. The constructor does not wait
+            for them (unlike an initializer): started early, the workers import while the caller does other work.
 
     Use as a context manager (the workers are stopped on leaving it, killed if it is left by an exception). Items are
     taken from the input only as workers are free, so a lazy iterator is read as the work goes.
     """
 
     def __init__(
-        self, workers: int, initializer: Callable[..., Any] | None = None, initargs: tuple[Any, ...] = ()
+        self,
+        workers: int,
+        initializer: Callable[..., Any] | None = None,
+        initargs: tuple[Any, ...] = (),
+        preload: Sequence[str] = (),
     ) -> None:
         if workers < 1:
             raise ValueError(f"expected at least one worker, got {workers}")
-        self._workers = [_Worker() for _ in range(workers)]
+        self._workers = [_Worker(preload) for _ in range(workers)]
         if initializer is not None:
             try:  # every worker starts its initializer before any is waited for: they run side by side
                 task = pickle.dumps((_initialize, (initializer, initargs)), protocol=pickle.HIGHEST_PROTOCOL)
@@ -137,6 +144,11 @@ class WorkerPool:
 
     def __exit__(self, kind: object, error: object, trace: object) -> None:
         self.close(kill=kind is not None)
+
+    @property
+    def size(self) -> int:
+        """The number of worker processes (0 once closed)."""
+        return len(self._workers)
 
     def close(self, kill: bool = False) -> None:
         """Stops the workers (ending their input lets them exit; ``kill`` does not wait for them to finish)."""
@@ -235,9 +247,12 @@ def _initialize(task: tuple[Callable[..., Any], tuple[Any, ...]]) -> None:
     initializer(*initargs)
 
 
-def _serve(task_fd: int, result_fd: int) -> None:
-    """A worker's loop: run each task received, send back its result or its exception."""
+def _serve(task_fd: int, result_fd: int, preload: Sequence[str] = ()) -> None:
+    """A worker's loop: import ``preload``, then run each task received, send back its result or its exception."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle: it stops the workers
+    for module in preload:
+        with contextlib.suppress(Exception):  # a task that needs it imports it again and sends that error back
+            importlib.import_module(module)
     while (message := _receive(task_fd)) is not None:
         try:
             function, item = pickle.loads(message)
@@ -253,4 +268,4 @@ def _serve(task_fd: int, result_fd: int) -> None:
 
 
 if __name__ == "__main__":
-    _serve(int(sys.argv[1]), int(sys.argv[2]))
+    _serve(int(sys.argv[1]), int(sys.argv[2]), sys.argv[3:])

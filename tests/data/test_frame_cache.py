@@ -14,7 +14,13 @@ from lightning_rectifier.data import AlignedFramesDataModule
 from lightning_rectifier.data.corpus import load_frame_store, plan_frame_store
 from lightning_rectifier.data.datadir import KaldiDataDir
 from lightning_rectifier.data.errors import KaldiDataError
-from lightning_rectifier.data.frame_cache import FrameCache, FrameCacheError, bfloat16_bits, write_frame_cache
+from lightning_rectifier.data.frame_cache import (
+    FrameCache,
+    FrameCacheError,
+    bfloat16_bits,
+    cache_builders,
+    write_frame_cache,
+)
 from lightning_rectifier.data.frame_store import FrameStore
 from lightning_rectifier.data.kaldi_io import write_alignments, write_features
 from lightning_rectifier.data.pipeline import FeaturePipeline
@@ -122,6 +128,72 @@ def test_worker_processes_write_the_same_cache_and_moments(ami_data_dir: Path, t
     torch.testing.assert_close(cache.moments(third), reference.input_moments(third))
     every = reference.input_moments()  # and the stride matters: the moments over all utterances differ
     assert not torch.allclose(every[0], cache.moments(third)[0])
+
+
+def test_workers_started_before_the_plan_build_the_same_cache_and_stay_open(
+    ami_data_dir: Path, tmp_path: Path, monkeypatch
+) -> None:
+    import lightning_rectifier.data.frame_cache as frame_cache
+
+    monkeypatch.setattr(frame_cache, "_MIN_FRAMES_PER_WORKER", 100)
+    labels = _labelled(ami_data_dir)
+    data = KaldiDataDir.load(ami_data_dir)
+    assert cache_builders(8, 199) is None  # too few frames for a second process
+    with cache_builders(8, 250) as pool:  # at most one worker per 100 frames
+        assert pool is not None and pool.size == 2
+        plan = plan_frame_store(data, labels, pipeline=FeaturePipeline("speaker", True, 2, 2, 4, 3))
+        cache = write_frame_cache(plan, tmp_path / "c", pool=pool)
+        assert cache.meta["workers"] == 2
+        assert list(pool.imap(abs, [-3])) == [(0, 3)]  # the caller's pool is left open
+    reference = write_frame_cache(plan, tmp_path / "r", workers=1)
+    for name in ("features.bin", "labels.bin", "offsets.bin"):
+        assert (cache.path / name).read_bytes() == (reference.path / name).read_bytes()
+
+
+def test_the_datamodule_builds_with_the_workers_it_is_given(ami_data_dir: Path, tmp_path: Path, monkeypatch) -> None:
+    import lightning_rectifier.data.frame_cache as frame_cache
+
+    monkeypatch.setattr(frame_cache, "_MIN_FRAMES_PER_WORKER", 1)
+    _labelled(ami_data_dir)
+    for workers in (1, 2):
+        _module(ami_data_dir, tmp_path / f"cache{workers}", cache_workers=workers).prepare_data()
+        built = sorted((tmp_path / f"cache{workers}").iterdir())  # the training and the validation set
+        assert [json.loads((cache / "meta.json").read_text())["workers"] for cache in built] == [workers] * 2
+
+
+def _fallocate_failing_with(code: int):
+    import ctypes
+
+    class LibC:
+        @staticmethod
+        def fallocate(*_args) -> int:
+            ctypes.set_errno(code)
+            return -1
+
+    return LibC()
+
+
+def test_the_features_file_is_allocated_before_it_is_written(ami_data_dir: Path, tmp_path: Path, monkeypatch):
+    import errno
+
+    import lightning_rectifier.data.frame_cache as frame_cache
+
+    file = tmp_path / "f"
+    with open(file, "wb") as handle:
+        handle.truncate(1 << 20)
+        allocated = frame_cache._allocate(handle.fileno(), 1 << 20, file)
+    if allocated:  # Linux on a filesystem that can: the blocks exist before any write
+        assert os.stat(file).st_blocks * 512 >= 1 << 20
+    plan = plan_frame_store(KaldiDataDir.load(ami_data_dir), _labelled(ami_data_dir), pipeline=FeaturePipeline())
+    reference = write_frame_cache(plan, tmp_path / "reference", workers=1)
+    monkeypatch.setattr(frame_cache, "_libc", lambda: _fallocate_failing_with(errno.EOPNOTSUPP))
+    cache = write_frame_cache(plan, tmp_path / "unallocated", workers=1)  # a filesystem that cannot: written anyway
+    assert (cache.path / "features.bin").read_bytes() == (reference.path / "features.bin").read_bytes()
+    monkeypatch.setattr(frame_cache, "_libc", lambda: _fallocate_failing_with(errno.ENOSPC))
+    monkeypatch.setattr(frame_cache, "_write_unit", lambda unit: pytest.fail("work started"))
+    with pytest.raises(FrameCacheError, match=r"features\.bin: cannot allocate 0\.\d+ GiB: No space left on device"):
+        write_frame_cache(plan, tmp_path / "caches" / "c", workers=1)
+    assert list((tmp_path / "caches").iterdir()) == []
 
 
 def test_a_worker_that_crashes_is_reported_with_its_utterances(ami_data_dir: Path, tmp_path: Path, monkeypatch):

@@ -62,6 +62,16 @@ def test_the_initializer_runs_once_in_every_worker_before_the_tasks(tmp_path: Pa
         WorkerPool(2, math.sqrt, (-1.0,))
 
 
+def test_preloaded_modules_are_imported_as_each_worker_starts() -> None:
+    probe = "'colorsys' in __import__('sys').modules"  # a module nothing else here imports
+    with WorkerPool(1) as pool:
+        assert list(pool.imap_unordered(eval, [probe])) == [(0, False)]
+    with WorkerPool(2, preload=("colorsys", "no_such_module_anywhere")) as pool:  # a missing one is not fatal
+        assert pool.size == 2
+        assert [loaded for _, loaded in pool.imap_unordered(eval, [probe] * 4)] == [True] * 4
+    assert pool.size == 0
+
+
 def test_an_error_while_reading_the_items_stops_the_pool() -> None:
     def items():
         yield 1
